@@ -1,0 +1,143 @@
+"""What a long run tells its user: JSON-lines metrics and progress lines with rate and ETA."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import pathlib
+import time
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from absl import logging
+
+
+class MetricsWriter:
+    """Appends one JSON object per line to a file (e.g. `workdir/metrics.jsonl`).
+
+    Appending keeps the history of a resumed run; readers that need one value per step keep the
+    last record of each step (see `read_metrics`).
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = pathlib.Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+
+    def write(self, record: Mapping[str, Any]) -> None:
+        self._file.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+
+    def flush(self) -> None:
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_metrics(path: str | os.PathLike, **match: Any) -> list[dict[str, Any]]:
+    """Reads a metrics file; keeps records whose fields equal `match`, the last one per step.
+
+    A run resumed from a checkpoint repeats the steps after that checkpoint; the repeated steps
+    supersede the first attempt.
+    """
+    by_step: dict[Any, dict[str, Any]] = {}
+    unstepped = []
+    for record in _iter_records(path):
+        if any(record.get(k) != v for k, v in match.items()):
+            continue
+        if "step" in record:
+            by_step[record["step"]] = record
+        else:
+            unstepped.append(record)
+    return unstepped + [by_step[s] for s in sorted(by_step)]
+
+
+def _iter_records(path: str | os.PathLike) -> Iterator[dict[str, Any]]:
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            line = line.strip()
+            if line:
+                yield json.loads(line)
+
+
+def _plain(value: Any) -> Any:
+    """NumPy and JAX scalars to Python numbers, for JSON."""
+    if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:
+        return value.item()
+    return value
+
+
+class Progress:
+    """Logs `done/total`, items per second and an ETA, at most every `every_steps` steps.
+
+    Args:
+      total_steps: steps this run will take (for the ETA).
+      items_per_step: e.g. images per step, for the rate.
+      name: prefix of each line.
+      every_steps: how often `update` logs.
+    """
+
+    def __init__(self, total_steps: int, items_per_step: int, name: str, every_steps: int = 10):
+        self.total_steps = total_steps
+        self.items_per_step = items_per_step
+        self.name = name
+        self.every_steps = max(1, every_steps)
+        self._start = time.perf_counter()
+        self._steps_done = 0
+        # The first step compiles; measure the rate from the second on so the ETA is honest.
+        self._rate_start: tuple[float, int] | None = None
+
+    def update(self, steps_done: int, message: str = "") -> float | None:
+        """Records progress; logs a line every `every_steps`. Returns items/s when known."""
+        now = time.perf_counter()
+        if self._rate_start is None:
+            self._rate_start = (now, steps_done)
+        self._steps_done = steps_done
+        rate = self.items_per_second(now)
+        if steps_done % self.every_steps == 0 or steps_done == self.total_steps:
+            eta = self.eta_seconds(now)
+            logging.info(
+                "%s %d/%d steps | %s | ETA %s%s",
+                self.name,
+                steps_done,
+                self.total_steps,
+                f"{rate:.1f} img/s" if rate else "compiling",
+                format_duration(eta) if eta is not None else "?",
+                f" | {message}" if message else "",
+            )
+        return rate
+
+    def items_per_second(self, now: float | None = None) -> float | None:
+        now = time.perf_counter() if now is None else now
+        if self._rate_start is None:
+            return None
+        start_time, start_step = self._rate_start
+        steps = self._steps_done - start_step
+        if steps <= 0 or now <= start_time:
+            return None
+        return steps * self.items_per_step / (now - start_time)
+
+    def eta_seconds(self, now: float | None = None) -> float | None:
+        rate = self.items_per_second(now)
+        if not rate:
+            return None
+        return (self.total_steps - self._steps_done) * self.items_per_step / rate
+
+    @property
+    def elapsed_seconds(self) -> float:
+        return time.perf_counter() - self._start
+
+
+def format_duration(seconds: float) -> str:
+    """3725 -> '1h02m05s'; 65 -> '1m05s'; 4.2 -> '4s'."""
+    if not math.isfinite(seconds):
+        return "?"
+    seconds = int(round(seconds))
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours}h{minutes:02d}m{secs:02d}s"
+    if minutes:
+        return f"{minutes}m{secs:02d}s"
+    return f"{secs}s"
