@@ -1,0 +1,143 @@
+"""Shared fixtures: real image files written with Pillow into tmp_path.
+
+`write_image` writes one file of a given mode and size whose gray level tells its class (dark for
+label 0, bright for label 1), so tests can check labels from pixels. `kermany_tree` builds a small
+copy of the Kaggle Kermany archive with the archive's quirks; its attributes say what a correct
+reader must find.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+# Mean gray level of each class's images before any conversion.
+CLASS_LEVELS = (60, 190)
+
+
+def write_image(path, *, mode: str, size: tuple[int, int], label: int) -> pathlib.Path:
+    """Writes an image file (format from the suffix) whose content encodes ``label``.
+
+    Args:
+      path: the file to write (parents created).
+      mode: Pillow mode: "L", "RGB", "RGBA" (top 10 rows transparent), "P" or "I;16".
+      size: (width, height).
+      label: 0 gives a dark image (mean ~60), 1 a bright one (~190).
+
+    Returns:
+      The path.
+    """
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    width, height = size
+    rng = np.random.default_rng([width, height, label, len(mode)])
+    gray = CLASS_LEVELS[label] + rng.integers(-20, 21, (height, width))
+    gray = np.clip(gray, 0, 255).astype(np.uint8)
+    if mode == "L":
+        image = Image.fromarray(gray)
+    elif mode in ("RGB", "P"):
+        # Equal channels keep luma == gray; P quantises it to a 64-colour palette.
+        image = Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
+        if mode == "P":
+            image = image.quantize(64)
+    elif mode == "RGBA":
+        alpha = np.full((height, width), 255, np.uint8)
+        alpha[:10] = 0
+        rgba = np.concatenate([np.repeat(gray[..., None], 3, axis=-1), alpha[..., None]], -1)
+        image = Image.fromarray(rgba)
+    elif mode == "I;16":
+        # A 12-bit detector range in a 16-bit container. One black and one white pixel span the
+        # full 0..4095 range, so scaling by the image's own range gives back about `gray`.
+        wide = ((gray.astype(np.uint32) * 4095 + 127) // 255).astype(np.uint16)
+        wide[0, 0], wide[-1, -1] = 0, 4095
+        image = Image.fromarray(wide)
+    else:
+        raise ValueError(f"write_image: unsupported mode {mode}")
+    image.save(path)
+    return path
+
+
+def write_truncated_jpeg(path, *, size=(120, 100)) -> pathlib.Path:
+    """A JPEG cut after 40% of its bytes (a broken download)."""
+    path = pathlib.Path(path)
+    write_image(path, mode="L", size=size, label=0)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * 0.4)])
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class KermanyTree:
+    """A Kaggle-like Kermany tree and what a reader must find in it.
+
+    Attributes:
+      root: the folder holding ``chest_xray`` (and ``__MACOSX``).
+      counts: {split: {class: number of decodable images}}.
+      skipped: file names that must be listed as skipped (corrupt, empty, not images).
+      ignored: names that must appear nowhere (dotfiles, __MACOSX, the nested duplicate).
+      small: the file smaller than 64 px (upsampled with a warning at image_size 64).
+    """
+
+    root: pathlib.Path
+    counts: dict
+    skipped: tuple[str, ...]
+    ignored: tuple[str, ...]
+    small: pathlib.Path
+
+
+@pytest.fixture
+def kermany_tree(tmp_path) -> KermanyTree:
+    """A small Kermany layout with varied sizes and modes, a corrupt file, a .DS_Store, ..."""
+    root = tmp_path / "kaggle"
+    top = root / "chest_xray"
+    files = {
+        "train/NORMAL": [("L", (300, 200), "jpeg"), ("RGB", (120, 160), "jpeg"),
+                         ("I;16", (90, 70), "png")],
+        "train/PNEUMONIA": [("L", (200, 300), "jpeg"), ("RGBA", (100, 80), "png"),
+                            ("P", (64, 96), "png"), ("L", (40, 56), "jpeg")],
+        "val/NORMAL": [("L", (150, 150), "jpeg")],
+        "val/PNEUMONIA": [("RGB", (180, 120), "jpeg")],
+        "test/NORMAL": [("L", (100, 140), "jpeg"), ("RGB", (160, 100), "png")],
+        "test/PNEUMONIA": [("L", (256, 200), "jpeg"), ("P", (72, 72), "png")],
+    }  # fmt: skip
+    for folder, specs in files.items():
+        label = int(folder.endswith("PNEUMONIA"))
+        for index, (mode, size, suffix) in enumerate(specs):
+            name = f"{folder.split('/')[1]}-{mode.replace(';', '')}-{index}.{suffix}"
+            write_image(top / folder / name, mode=mode, size=size, label=label)
+    small = top / "train/PNEUMONIA/PNEUMONIA-L-3.jpeg"
+    # The archive's quirks.
+    write_truncated_jpeg(top / "train/NORMAL/truncated.jpeg")
+    (top / "train/NORMAL/empty.jpeg").write_bytes(b"")
+    (top / "train/NORMAL/notes.txt").write_text("not an image")
+    (top / "test/PNEUMONIA/garbage.jpeg").write_bytes(b"this is not a JPEG at all" * 10)
+    for folder in ("", "train", "train/NORMAL", "test/PNEUMONIA"):
+        (top / folder / ".DS_Store").write_bytes(b"\x00\x00\x00\x01Bud1" + bytes(64))
+    (top / "train/NORMAL/._NORMAL-L-0.jpeg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    macosx = root / "__MACOSX/chest_xray/train/NORMAL"
+    macosx.mkdir(parents=True)
+    (macosx / "._NORMAL-L-0.jpeg").write_bytes(b"\x00\x05\x16\x07" + bytes(60))
+    (top / "train/PNEUMONIA/__MACOSX").mkdir()
+    for split in ("train", "val", "test"):
+        for label, name in enumerate(("NORMAL", "PNEUMONIA")):
+            write_image(
+                top / "chest_xray" / split / name / f"duplicate-{name}.jpeg",
+                mode="L",
+                size=(80, 80),
+                label=label,
+            )
+    return KermanyTree(
+        root=root,
+        counts={
+            "train": {"NORMAL": 3, "PNEUMONIA": 4},
+            "val": {"NORMAL": 1, "PNEUMONIA": 1},
+            "test": {"NORMAL": 2, "PNEUMONIA": 2},
+        },
+        skipped=("truncated.jpeg", "empty.jpeg", "notes.txt", "garbage.jpeg"),
+        ignored=(".DS_Store", "._NORMAL-L-0.jpeg", "__MACOSX", "duplicate-"),
+        small=small,
+    )

@@ -1,0 +1,101 @@
+"""The data launchers run as a user would: python -m experiments.prepare_data / preview_data."""
+
+import os
+import pathlib
+import re
+import subprocess
+import sys
+
+from conftest import write_image
+from PIL import Image
+
+_REPO = pathlib.Path(__file__).resolve().parents[2]
+_TEST_CONFIG = "--config=experiments/configs/test.py"
+
+
+def _run(module, *args):
+    env = dict(os.environ, XRAYGAN_CACHE="/nonexistent-cache-must-not-be-used")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=_REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_prepare_and_preview_kermany(kermany_tree, tmp_path):
+    data = [
+        _TEST_CONFIG,
+        "--config.data.source=kermany",
+        f"--config.data.dir={kermany_tree.root}",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+    ]
+    result = _run("experiments.prepare_data", *data)
+    assert result.returncode == 0, result.stderr
+    out = result.stdout
+    assert re.search(r"^split\s+NORMAL\s+PNEUMONIA\s+total$", out, re.M)
+    assert re.search(r"^train\s+3\s+4\s+7$", out, re.M)
+    assert re.search(r"^val\s+1\s+1\s+2$", out, re.M)
+    assert re.search(r"^test\s+2\s+2\s+4$", out, re.M)
+    assert "skipped files: 4" in out
+    assert re.search(r"train/NORMAL/truncated\.jpeg: cannot decode: image file is truncated", out)
+    assert re.search(r"train/NORMAL/empty\.jpeg: empty file \(0 bytes\)", out)
+    assert re.search(r"^built in \d+\.\d\d s$", out, re.M)
+    assert ".DS_Store" not in out and "__MACOSX" not in out
+
+    result = _run(
+        "experiments.preview_data",
+        *data,
+        "--split=train",
+        "--num_per_class=4",
+        f"--out={tmp_path / 'preview'}",
+    )
+    assert result.returncode == 0, result.stderr
+    paths = result.stdout.split()
+    expected = [
+        str(tmp_path / "preview" / f"kermany_train_{c}.png") for c in ("NORMAL", "PNEUMONIA")
+    ]
+    assert paths == expected
+    for path in paths:
+        with Image.open(path) as image:
+            assert image.format == "PNG" and image.width >= 256
+
+
+def test_prepare_phantom_and_class_folders_from_the_command_line(tmp_path):
+    result = _run("experiments.prepare_data", _TEST_CONFIG, f"--config.data.data_dir={tmp_path}")
+    assert result.returncode == 0, result.stderr
+    # experiments/configs/test.py: 48 / 8 / 16 phantom images at 32 px.
+    assert re.search(r"^total\s+\d+\s+\d+\s+72$", result.stdout, re.M)
+    assert "cxr_phantom/32px_n48-8-16_" in result.stdout
+
+    images = tmp_path / "covid"
+    for label, name in enumerate(("COVID", "NORMAL")):
+        for i in range(5):
+            write_image(images / name / f"{i}.jpeg", mode="L", size=(64, 48), label=label)
+    result = _run(
+        "experiments.prepare_data",
+        _TEST_CONFIG,
+        "--config.data.source=folder",
+        f"--config.data.dir={images}",
+        "--config.data.class_names=COVID,NORMAL",
+        f"--config.data.data_dir={tmp_path}",
+    )
+    assert result.returncode == 0, result.stderr
+    assert re.search(r"^split\s+COVID\s+NORMAL\s+total$", result.stdout, re.M)
+    assert re.search(r"^train\s+4\s+4\s+8$", result.stdout, re.M)
+    assert re.search(r"^test\s+1\s+1\s+2$", result.stdout, re.M)
+
+
+def test_unknown_source_fails_with_the_choices(tmp_path):
+    result = _run(
+        "experiments.prepare_data",
+        _TEST_CONFIG,
+        "--config.data.source=imagenet",
+        f"--config.data.data_dir={tmp_path}",
+    )
+    assert result.returncode != 0
+    assert "Unknown data source 'imagenet'" in result.stderr
+    assert "expected one of cxr_phantom, kermany, folder" in result.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing was built

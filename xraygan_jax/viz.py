@@ -1,0 +1,170 @@
+"""Pictures as PNG files: image grids (samples, data previews).
+
+Images come as NHWC arrays, either uint8 in [0, 255] or floats in [-1, 1] (the models' range,
+mapped back with NVIDIA's quantisation ``clip(x * 127.5 + 128, 0, 255)``). Grids are drawn with
+matplotlib's Agg backend, so no display is needed.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")  # Files only; also safe on headless machines.
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+# Pixels between tiles and the figure resolution.
+_PADDING = 2
+_DPI = 100
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """Images as uint8: uint8 passes through, floats in [-1, 1] are quantised.
+
+    Args:
+      images: uint8 or floating array, any shape.
+
+    Returns:
+      uint8 array of the same shape.
+
+    Raises:
+      TypeError: any other dtype.
+    """
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    if not np.issubdtype(images.dtype, np.floating):
+        raise TypeError(
+            f"Images must be uint8 in [0, 255] or floats in [-1, 1], got dtype {images.dtype}."
+        )
+    return np.clip(images.astype(np.float64) * 127.5 + 128.0, 0, 255).astype(np.uint8)
+
+
+def tile(images: np.ndarray, *, nrow: int | None = None) -> np.ndarray:
+    """Tiles NHWC images into one HWC uint8 mosaic, row-major, with a black border.
+
+    Args:
+      images: [N, H, W, C] uint8 or float in [-1, 1]; C is 1 or 3.
+      nrow: images per row; default ceil(sqrt(N)).
+
+    Returns:
+      uint8 [rows * (H + pad) + pad, nrow * (W + pad) + pad, C].
+    """
+    images = to_uint8(images)
+    if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] == 0:
+        raise ValueError(
+            f"Expected a non-empty NHWC batch with 1 or 3 channels, got shape {images.shape}."
+        )
+    count, height, width, channels = images.shape
+    nrow = nrow or math.ceil(math.sqrt(count))
+    rows = math.ceil(count / nrow)
+    mosaic = np.zeros(
+        (rows * (height + _PADDING) + _PADDING, nrow * (width + _PADDING) + _PADDING, channels),
+        np.uint8,
+    )
+    for index, image in enumerate(images):
+        top = _PADDING + (index // nrow) * (height + _PADDING)
+        left = _PADDING + (index % nrow) * (width + _PADDING)
+        mosaic[top : top + height, left : left + width] = image
+    return mosaic
+
+
+def save_image_grid(
+    images: np.ndarray,
+    path: str | os.PathLike,
+    *,
+    nrow: int | None = None,
+    title: str | None = None,
+) -> str:
+    """Writes a grid of images to a PNG file, at one screen pixel per image pixel.
+
+    Args:
+      images: [N, H, W, C] uint8 or float in [-1, 1]; C is 1 (drawn in gray) or 3.
+      path: the PNG file; parent folders are created.
+      nrow: images per row; default ceil(sqrt(N)).
+      title: drawn above the grid when given.
+
+    Returns:
+      The path written, as a string.
+    """
+    mosaic = tile(images, nrow=nrow)
+    height, width = mosaic.shape[:2]
+    # Small grids are scaled up (by whole pixels, so tiles stay crisp) to a readable size.
+    scale = max(1, math.ceil(256 / width))
+    image_width, image_height = width * scale, height * scale
+    title_height = 24 if title else 0
+    figure_height = image_height + title_height
+    figure = plt.figure(figsize=(image_width / _DPI, figure_height / _DPI), dpi=_DPI)
+    figure_width = image_width
+    if title:
+        text = figure.text(0.5, 1 - 4 / figure_height, title, ha="center", va="top")
+        # Widen the figure (not the tiles) when the title is wider than the grid.
+        text_width = text.get_window_extent(figure.canvas.get_renderer()).width + 16
+        if text_width > image_width:
+            figure_width = math.ceil(text_width)
+            figure.set_size_inches(figure_width / _DPI, figure_height / _DPI)
+    axes = figure.add_axes(
+        (
+            (figure_width - image_width) / 2 / figure_width,
+            0,
+            image_width / figure_width,
+            image_height / figure_height,
+        )
+    )
+    axes.imshow(
+        mosaic[..., 0] if mosaic.shape[-1] == 1 else mosaic,
+        cmap="gray",
+        vmin=0,
+        vmax=255,
+        interpolation="nearest",
+    )
+    axes.set_axis_off()
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.savefig(path, dpi=_DPI)
+    plt.close(figure)
+    return path
+
+
+def save_class_grids(
+    images: np.ndarray,
+    labels: np.ndarray,
+    class_names: Sequence[str],
+    directory: str | os.PathLike,
+    *,
+    prefix: str = "",
+    nrow: int | None = None,
+    title: str | None = None,
+) -> dict[str, str]:
+    """Writes one grid per class present in ``labels``: ``directory/{prefix}{class name}.png``.
+
+    Args:
+      images: [N, H, W, C] uint8 or float in [-1, 1].
+      labels: [N] class indices into ``class_names``.
+      class_names: label ``i`` is ``class_names[i]``.
+      directory: where the PNG files go (created).
+      prefix: file name prefix, e.g. ``"train_"``.
+      nrow: images per row.
+      title: prefix of each grid's title (the class name and count follow).
+
+    Returns:
+      ``{class name: path}`` for every class with at least one image.
+    """
+    labels = np.asarray(labels)
+    paths = {}
+    for label, name in enumerate(class_names):
+        selected = np.asarray(images)[labels == label]
+        if len(selected) == 0:
+            continue
+        caption = f"{title + ' ' if title else ''}{name} ({len(selected)} images)"
+        paths[name] = save_image_grid(
+            selected,
+            os.path.join(os.fspath(directory), f"{prefix}{name}.png"),
+            nrow=nrow,
+            title=caption,
+        )
+    return paths
