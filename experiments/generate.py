@@ -1,11 +1,11 @@
 """Writes generated PNGs per class from a run's latest (or a chosen) checkpoint.
 
-    python -m experiments.generate --workdir=runs/dcgan --num_per_class=50 --out=runs/dcgan/generated
+    python -m experiments.generate --workdir=runs/dcgan --num_per_class=50 --out=runs/generated
 
 Layout: OUT/<class>/<class>_00000.png, ... (what the augmentation study reads back).
 """
 
-from absl import app, flags, logging
+from absl import flags, logging
 
 from experiments import launch
 from xraygan_jax.train import generation
@@ -28,8 +28,11 @@ def main(argv):
     counts = generation.write_image_folder(images, out)
     for class_name, count in counts.items():
         logging.info("%s: %d images from epoch %d", class_name, count, epochs[class_name])
-        print(f"{class_name}: {count} images (checkpoint epoch {epochs[class_name]}) -> {out}/{class_name}")
+        print(
+            f"{class_name}: {count} images from checkpoint epoch {epochs[class_name]}"
+            f" -> {out}/{class_name}"
+        )
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

@@ -11,9 +11,10 @@ taken. Later jobs with the same data config reuse the set. --rebuild builds it a
 source folder changed). The work is xraygan_jax.data.sources.prepare.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from experiments import launch
 from xraygan_jax.data import sources
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -24,9 +25,10 @@ _REBUILD = flags.DEFINE_bool("rebuild", False, "Build again even if the set exis
 
 def main(argv):
     del argv
+    launch.quiet_library_logs()
     report = sources.prepare(_CONFIG.value.data, rebuild=_REBUILD.value)
     print(report.format())
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

@@ -10,9 +10,10 @@ _{class} appended). Prints the paths written. Builds the set first if needed (se
 
 import os
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
+from experiments import launch
 from xraygan_jax import viz
 from xraygan_jax.data import sources
 
@@ -27,6 +28,7 @@ _SEED = flags.DEFINE_integer("seed", 0, "Which images are drawn.")
 
 def main(argv):
     del argv
+    launch.quiet_library_logs()
     data = _CONFIG.value.data
     class_names = sources.class_names(data)
     source = sources.get_source(data, _SPLIT.value)
@@ -51,4 +53,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

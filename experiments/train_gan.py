@@ -7,7 +7,7 @@
 This file is intentionally kept short: the loop is xraygan_jax.train.gan_loop.train_and_evaluate.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
@@ -27,4 +27,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    launch.run(main)

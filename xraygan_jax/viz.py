@@ -168,3 +168,66 @@ def save_class_grids(
             title=caption,
         )
     return paths
+
+
+def plot_loss_curves(
+    records: Sequence[dict],
+    path: str | os.PathLike,
+    *,
+    title: str = "Generator and discriminator loss during training",
+    keys: Sequence[tuple[str, str]] = (("loss/g", "G"), ("loss/d", "D")),
+) -> str:
+    """Plots losses against training step, like the first report's figures 3 and 4.
+
+    Args:
+      records: metric records with a "step" and the keys to plot (e.g. `metrics.jsonl` rows).
+      path: the PNG file; parent folders are created.
+      title: the plot's title.
+      keys: (record key, legend label) pairs.
+
+    Returns:
+      The path written, as a string.
+    """
+    steps = np.array([r["step"] for r in records])
+    figure, axes = plt.subplots(figsize=(8, 4), dpi=_DPI)
+    for key, label in keys:
+        values = np.array([r.get(key, np.nan) for r in records], dtype=np.float64)
+        axes.plot(steps, values, label=label, linewidth=0.8)
+    axes.set_xlabel("step")
+    axes.set_ylabel("loss")
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def plot_metric_by_epoch(
+    series: dict[str, tuple[Sequence[float], Sequence[float]]],
+    path: str | os.PathLike,
+    *,
+    ylabel: str,
+    title: str,
+) -> str:
+    """One line per named series of (epochs, values), e.g. FID against epoch per class.
+
+    Returns:
+      The path written, as a string.
+    """
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=_DPI)
+    for name, (epochs, values) in series.items():
+        axes.plot(epochs, values, marker="o", label=name)
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
+def _save(figure, path: str | os.PathLike) -> str:
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    figure.tight_layout()
+    figure.savefig(path, dpi=_DPI)
+    plt.close(figure)
+    return path

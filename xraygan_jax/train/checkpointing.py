@@ -4,7 +4,7 @@ One `Checkpointer` per model being trained (one per class in per-class GAN mode)
 directory under `workdir/checkpoints/`. A checkpoint is an orbax `Composite` of three items:
 
   state      the train-state pytree (params, batch stats, optimiser states, step), `StandardSave`;
-  data_iter  the grain iterator's position (grain's own orbax handler), so resume sees the same data;
+  data_iter  the grain iterator's position (grain's orbax handler): resume sees the same data;
   meta       JSON: epoch, step, the model config and parameter shapes (for the architecture check).
 
 Checkpoints are numbered by epoch. Orbax writes each into a temporary directory and renames it only
@@ -146,12 +146,15 @@ def check_compatible(
             differences.append(f"model.{key}: checkpoint {old!r}, config {new!r}")
     for key in ("image_size", "num_classes"):
         if saved_meta.get(key) != current_meta.get(key):
-            differences.append(f"{key}: checkpoint {saved_meta.get(key)!r}, config {current_meta.get(key)!r}")
+            differences.append(
+                f"{key}: checkpoint {saved_meta.get(key)!r}, config {current_meta.get(key)!r}"
+            )
     saved_shapes = saved_meta.get("param_shapes", {})
     current_shapes = current_meta.get("param_shapes", {})
     if not differences and saved_shapes != current_shapes:
         changed = sorted(
-            k for k in set(saved_shapes) | set(current_shapes)
+            k
+            for k in set(saved_shapes) | set(current_shapes)
             if saved_shapes.get(k) != current_shapes.get(k)
         )
         for key in changed[:5]:

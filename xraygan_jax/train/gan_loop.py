@@ -14,7 +14,7 @@ What a run leaves in `workdir`:
 The step runs under `jax.jit` on a 1-D ("data",) mesh over every device of every process, state
 replicated and batch split (DESIGN.md decision 3). Resume is exact: the checkpoint holds the state
 (step, optimiser states included) and the data iterator's position, and the per-step key is
-`fold_in(key, step)`, so a stopped and resumed run ends with the same parameters as one that was not.
+`fold_in(key, step)`: a stopped and resumed run ends with the same parameters as one that was not.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import json
 import os
 import pathlib
 import time
-from typing import Any
 
 import jax
 import ml_collections
@@ -114,6 +113,25 @@ def fixed_latents(config: ml_collections.ConfigDict) -> jax.Array:
     return steps.sample_latents(key, config.train.num_grid_images, config.model.nz)
 
 
+class _Compiled:
+    """The jitted functions of a run, shared by all its GANs (one compilation per run)."""
+
+    def __init__(self, config: ml_collections.ConfigDict, num_classes: int, mesh):
+        self.abstract_state, self.init, self.init_key = abstract_and_init(config, num_classes, mesh)
+        replicated = sharding.replicated(mesh)
+        self.train_step = jax.jit(
+            functools.partial(
+                steps.gan_train_step,
+                d_steps_per_g_step=config.train.d_steps_per_g_step,
+                g_steps_per_d_step=config.train.g_steps_per_d_step,
+            ),
+            in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+            out_shardings=(replicated, replicated),
+            donate_argnums=0,
+        )
+        self.generate = jax.jit(steps.generate, static_argnames="use_ema")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
     """Trains the GAN(s) of `config`, resuming from `workdir` when it holds checkpoints.
 
@@ -133,12 +151,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     if jax.process_index() == 0:
         (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
 
+    # Built once: every GAN of the run has the same state structure, so the per-class GANs
+    # reuse one compiled step instead of compiling it again.
+    compiled = _Compiled(config, len(class_names), mesh)
     results = {}
     writer = reporting.MetricsWriter(workdir / "metrics.jsonl")
     try:
         for name, label in gan_names(config):
             results[name] = _train_one_gan(
-                config, workdir, name, label, class_names, train_source, mesh, writer
+                config, workdir, name, label, class_names, train_source, mesh, writer, compiled
             )
     finally:
         writer.close()
@@ -156,9 +177,10 @@ def _train_one_gan(
     train_source,
     mesh: jax.sharding.Mesh,
     writer: reporting.MetricsWriter,
+    compiled: _Compiled,
 ) -> GANResult:
     num_classes = len(class_names)
-    abstract, init, init_key = abstract_and_init(config, num_classes, mesh)
+    abstract, init_key = compiled.abstract_state, compiled.init_key
     meta = run_meta(config, num_classes, abstract)
 
     process_count = jax.process_count()
@@ -187,23 +209,15 @@ def _train_one_gan(
     checkpoints = checkpointing.Checkpointer(workdir / "checkpoints" / name)
     start_epoch = checkpoints.latest_epoch() or 0
     if start_epoch:
-        checkpointing.check_compatible(checkpoints.read_meta(start_epoch), meta, checkpoints.directory)
+        checkpointing.check_compatible(
+            checkpoints.read_meta(start_epoch), meta, checkpoints.directory
+        )
         state = checkpoints.restore(start_epoch, abstract, iterator)
         logging.info("%s: resumed from epoch %d in %s", name, start_epoch, checkpoints.directory)
     else:
-        state = init(init_key)
+        state = compiled.init(init_key)
 
-    replicated = sharding.replicated(mesh)
-    train_step = jax.jit(
-        functools.partial(
-            steps.gan_train_step,
-            d_steps_per_g_step=config.train.d_steps_per_g_step,
-            g_steps_per_d_step=config.train.g_steps_per_d_step,
-        ),
-        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-    )
+    train_step = compiled.train_step
     step_key = jax.random.fold_in(jax.random.key(config.train.seed), _STEP_STREAM)
     latents = fixed_latents(config)
     grid_labels = [label] if label is not None else list(range(num_classes))
@@ -229,14 +243,24 @@ def _train_one_gan(
             _check_finite(last, name, step, epoch, checkpoints)
             rate = progress.update(
                 step - first_step,
-                f"epoch {epoch}/{num_epochs} loss/d {last['loss/d']:.3f} loss/g {last['loss/g']:.3f}",
+                f"epoch {epoch}/{num_epochs} "
+                f"loss/d {last['loss/d']:.3f} loss/g {last['loss/g']:.3f}",
             )
             if jax.process_index() == 0:
-                writer.write({"gan": name, "epoch": epoch, "step": step, **last, "images_per_s": rate})
+                writer.write(
+                    {"gan": name, "epoch": epoch, "step": step, **last, "images_per_s": rate}
+                )
         writer.flush()
         if epoch % config.train.sample_every_epochs == 0 or epoch == num_epochs:
             grids += save_sample_grids(
-                state, latents, grid_labels, class_names, workdir, epoch, config.train.ema_decay > 0
+                compiled.generate,
+                state,
+                latents,
+                grid_labels,
+                class_names,
+                workdir,
+                epoch,
+                use_ema=config.train.ema_decay > 0,
             )
         if epoch % config.train.checkpoint_every_epochs == 0 or epoch == num_epochs:
             checkpoints.save(epoch, state, {**meta, "epoch": epoch, "step": step}, iterator)
@@ -275,12 +299,14 @@ def _check_finite(metrics: dict[str, float], name: str, step: int, epoch: int, c
         )
 
 
-def save_sample_grids(state, latents, labels, class_names, workdir, epoch, use_ema) -> list[str]:
+def save_sample_grids(
+    generate, state, latents, labels, class_names, workdir, epoch, *, use_ema
+) -> list[str]:
     """One PNG grid per class from the fixed latents; returns the paths."""
     paths = []
     for label in labels:
         label_array = np.full((latents.shape[0],), label, np.int32)
-        images = jax.device_get(steps.generate(state, latents, label_array, use_ema=use_ema))
+        images = jax.device_get(generate(state, latents, label_array, use_ema=use_ema))
         if jax.process_index() == 0:
             path = workdir / "samples" / class_names[label] / f"epoch_{epoch:04d}.png"
             paths.append(
@@ -310,7 +336,8 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
         lines.append(
             f"| {result.name} | {result.epochs} | {result.steps} | "
             f"{reporting.format_duration(result.seconds)} | "
-            f"{result.images_per_second or float('nan'):.1f} | {m.get('loss/d', float('nan')):.3f} | "
+            f"{result.images_per_second or float('nan'):.1f} | "
+            f"{m.get('loss/d', float('nan')):.3f} | "
             f"{m.get('loss/g', float('nan')):.3f} | {m.get('d/real_prob', float('nan')):.3f} | "
             f"{m.get('d/fake_prob', float('nan')):.3f} |"
         )

@@ -14,15 +14,11 @@ import jax
 import numpy as np
 from PIL import Image
 
+from xraygan_jax import viz
 from xraygan_jax.data import sources
 from xraygan_jax.train import checkpointing, gan_loop, sharding, steps
 
 _GENERATE_STREAM = 3
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Generator output in [-1, 1] to uint8 the way NVIDIA's metrics quantise: clip(x*127.5+128)."""
-    return np.clip(np.asarray(images, np.float32) * 127.5 + 128.0, 0, 255).astype(np.uint8)
 
 
 def checkpoint_epochs(workdir: str | os.PathLike, gan_name: str) -> list[int]:
@@ -45,10 +41,14 @@ def load_gan_state(workdir: str | os.PathLike, gan_name: str, epoch: int | None 
     checkpoints = checkpointing.Checkpointer(directory)
     epochs = checkpoints.all_epochs()
     if not epochs:
-        raise FileNotFoundError(f"no checkpoint in {directory}; train first with experiments.train_gan")
+        raise FileNotFoundError(
+            f"no checkpoint in {directory}; train first with experiments.train_gan"
+        )
     epoch = epochs[-1] if epoch is None else epoch
     if epoch not in epochs:
-        raise FileNotFoundError(f"no checkpoint of epoch {epoch} in {directory}; saved epochs: {epochs}")
+        raise FileNotFoundError(
+            f"no checkpoint of epoch {epoch} in {directory}; saved epochs: {epochs}"
+        )
     abstract, _, _ = gan_loop.abstract_and_init(config, num_classes, sharding.make_mesh())
     checkpointing.check_compatible(
         checkpoints.read_meta(epoch), gan_loop.run_meta(config, num_classes, abstract), directory
@@ -68,7 +68,7 @@ def sample_images(
         count = min(batch_size, num - start)
         latents = steps.sample_latents(jax.random.fold_in(key, start), count, nz)
         labels = np.full((count,), label, np.int32)
-        yield to_uint8(jax.device_get(generate(state, latents, labels, use_ema=use_ema)))
+        yield viz.to_uint8(jax.device_get(generate(state, latents, labels, use_ema=use_ema)))
 
 
 def generate_per_class(
@@ -106,7 +106,7 @@ def generate_per_class(
 
 
 def write_image_folder(images: dict[str, np.ndarray], out_dir: str | os.PathLike) -> dict[str, int]:
-    """Writes `out_dir/<class>/<class>_00000.png`, ... (the layout mixing.load_image_folder reads)."""
+    """Writes `out_dir/<class>/<class>_00000.png`, ... (what mixing.load_image_folder reads)."""
     counts = {}
     for class_name, class_images in images.items():
         folder = pathlib.Path(out_dir) / class_name
