@@ -248,3 +248,12 @@ def test_kermany_fixture_through_grain_batches(kermany_tree, tmp_path):
     # Labels still agree with brightness after the [-1, 1] conversion.
     levels = (images[:, 16:].mean(axis=(1, 2, 3)) + 1) * 127.5
     assert np.all(np.abs(levels - np.take(CLASS_LEVELS, labels)) < 6)
+
+
+def test_the_default_phantom_spec_builds(tmp_path):
+    # The builder class declares the default spec's config; asking for it must work too.
+    config = _config(tmp_path, image_size=128)
+    assert sources.phantom_spec(config) == phantom.PhantomSpec()
+    source = sources.get_source(config, "val")
+    assert len(source) == phantom.PhantomSpec().num_val
+    assert source[0]["image"].shape == (128, 128, 1)
