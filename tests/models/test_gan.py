@@ -1,0 +1,294 @@
+"""GAN modules: parameter shapes and counts, outputs, conditioning, initialisation, errors."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from experiments.configs import dcgan as dcgan_config
+from experiments.configs import fcgan as fcgan_config
+from experiments.configs import test as test_config
+from xraygan_jax.models import gan
+
+
+def _key(seed: int) -> jax.Array:
+    """A test key. "rbg" because XLA CPU takes ~3 s to compile each threefry draw of a new shape
+    (measured here, jax 0.10.2, partitionable threefry), which dominated these tests."""
+    return jax.random.key(seed, impl="rbg")
+
+
+def _count(params) -> int:
+    return sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(params))
+
+
+def _abstract_variables(module, *inputs):
+    return jax.eval_shape(lambda key: module.init(key, *inputs, train=False), _key(0))
+
+
+def _tiny_model_config(kind="dcgan", conditioning="plane"):
+    config = test_config.get_config().model
+    config.kind = kind
+    config.conditioning = conditioning
+    return config
+
+
+def test_dcgan_generator_matches_pytorch_tutorial_shapes():
+    """64x64, nz=100, ngf=64: PyTorch's weights, transposed to (kH, kW, in, out)."""
+    config = dcgan_config.get_config().model
+    generator, _ = gan.make_gan(config, image_size=64, num_classes=2)
+    variables = _abstract_variables(generator, jnp.zeros((1, 100)), jnp.zeros((1,), jnp.int32))
+    params = variables["params"]
+    assert params["project"]["kernel"].shape == (100 + 50, 4 * 4 * 512)
+    assert [params[f"UpConv2x_{index}"]["kernel"].shape for index in range(4)] == [
+        (4, 4, 512, 256),
+        (4, 4, 256, 128),
+        (4, 4, 128, 64),
+        (4, 4, 64, 1),
+    ]
+    # The tutorial's G with nc=1 has 3,574,656 parameters; conditioning widens the first layer
+    # by embed_dim inputs and adds the 2 x 50 embedding.
+    tutorial = 3_574_656
+    assert _count(params) == tutorial + 50 * 4 * 4 * 512 + 2 * 50
+    assert variables["batch_stats"]["BatchNorm_0"]["mean"].shape == (512,)
+
+
+def test_dcgan_discriminator_matches_pytorch_tutorial_shapes():
+    config = dcgan_config.get_config().model
+    _, discriminator = gan.make_gan(config, image_size=64, num_classes=2)
+    variables = _abstract_variables(
+        discriminator, jnp.zeros((1, 64, 64, 1)), jnp.zeros((1,), jnp.int32)
+    )
+    params = variables["params"]
+    assert [params[f"Conv_{index}"]["kernel"].shape for index in range(5)] == [
+        (4, 4, 2, 64),  # image + label plane
+        (4, 4, 64, 128),
+        (4, 4, 128, 256),
+        (4, 4, 256, 512),
+        (4, 4, 512, 1),
+    ]
+    # No BatchNorm after the first convolution, as the tutorial.
+    assert sorted(variables["batch_stats"]) == ["BatchNorm_0", "BatchNorm_1", "BatchNorm_2"]
+    # The tutorial's D with nc=1 has 2,763,520 parameters; the plane adds 1 input channel to
+    # the first convolution and the 2 x 64*64 label embedding.
+    assert _count(params) == 2_763_520 + 4 * 4 * 64 + 2 * 64 * 64
+
+
+@pytest.mark.parametrize(
+    ("conditioning", "expected_d_count"),
+    [
+        # plane 2*32*32, convs 16*(2*8 + 8*16 + 16*32 + 32*1), BatchNorms 2*(16 + 32)
+        ("plane", 2048 + 16 * (16 + 128 + 512 + 32) + 96),
+        # convs 16*(1*8 + 8*16 + 16*32 + 32*1), BatchNorms, projection embedding 2*32
+        ("projection", 16 * (8 + 128 + 512 + 32) + 96 + 64),
+    ],
+)
+def test_tiny_dcgan_parameter_counts(conditioning, expected_d_count):
+    config = _tiny_model_config(conditioning=conditioning)
+    generator, discriminator = gan.make_gan(config, image_size=32, num_classes=2)
+    labels = jnp.zeros((1,), jnp.int32)
+    g_params = _abstract_variables(generator, jnp.zeros((1, 8)), labels)["params"]
+    d_params = _abstract_variables(discriminator, jnp.zeros((1, 32, 32, 1)), labels)["params"]
+    # 32x32 has 3 up-convolutions: 4x4x32 -> 8x8x16 -> 16x16x8 -> 32x32x1.
+    expected_g_count = 2 * 4 + 12 * 16 * 32 + 16 * (32 * 16 + 16 * 8 + 8 * 1) + 2 * (32 + 16 + 8)
+    assert _count(g_params) == expected_g_count
+    assert _count(d_params) == expected_d_count
+
+
+def test_fcgan_parameter_counts():
+    config = fcgan_config.get_config().model
+    generator, discriminator = gan.make_gan(config, image_size=28, num_classes=2)
+    labels = jnp.zeros((1,), jnp.int32)
+    g_params = _abstract_variables(generator, jnp.zeros((1, 100)), labels)["params"]
+    d_params = _abstract_variables(discriminator, jnp.zeros((1, 28, 28, 1)), labels)["params"]
+    widths = [150, 256, 512, 1024, 2048, 28 * 28]
+    dense = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    assert _count(g_params) == 2 * 50 + dense + 2 * (256 + 512 + 1024 + 2048)
+    widths = [2 * 28 * 28, 1024, 512, 256, 128, 1]
+    dense = sum(a * b + b for a, b in zip(widths[:-1], widths[1:], strict=True))
+    assert _count(d_params) == 2 * 28 * 28 + dense
+
+
+def test_dcgan_128_shapes_by_eval_shape():
+    config = _tiny_model_config()
+    generator, discriminator = gan.make_gan(config, image_size=128, num_classes=2)
+    z, labels = jnp.zeros((2, 8)), jnp.zeros((2,), jnp.int32)
+    g_variables = _abstract_variables(generator, z, labels)
+    # 128x128 has 5 up-convolutions from 4x4 x ngf*16.
+    assert g_variables["params"]["project"]["kernel"].shape == (12, 16 * 8 * 16)
+    assert "UpConv2x_4" in g_variables["params"]
+    images = jax.eval_shape(lambda v: generator.apply(v, z, labels, train=False), g_variables)
+    assert images.shape == (2, 128, 128, 1)
+    d_variables = _abstract_variables(discriminator, jnp.zeros((2, 128, 128, 1)), labels)
+    logits = jax.eval_shape(
+        lambda v: discriminator.apply(v, jnp.zeros((2, 128, 128, 1)), labels, train=False),
+        d_variables,
+    )
+    assert logits.shape == (2,)
+
+
+@functools.cache
+def _forward(kind: str, conditioning: str, image_size: int) -> dict:
+    """Initialises a tiny G and D and runs them, in one compilation (not one per eager op).
+
+    Latents and real images come in pairs, each once with label 0 and once with label 1.
+    """
+    config = _tiny_model_config(kind=kind, conditioning=conditioning)
+    generator, discriminator = gan.make_gan(config, image_size=image_size, num_classes=2)
+    labels = jnp.array([0, 1, 0, 1], jnp.int32)
+
+    @jax.jit
+    def forward(key):
+        z_key, image_key, g_key, d_key = jax.random.split(key, 4)
+        z = jnp.repeat(jax.random.normal(z_key, (2, 8)), 2, axis=0)
+        g_variables = generator.init(g_key, z, labels, train=False)
+        eval_images = generator.apply(g_variables, z, labels, train=False)
+        train_images, _ = generator.apply(
+            g_variables, z, labels, train=True, mutable=["batch_stats"]
+        )
+        shape = (2, image_size, image_size, 1)
+        real = jnp.repeat(jax.random.uniform(image_key, shape, minval=-1.0), 2, axis=0)
+        d_variables = discriminator.init(d_key, real, labels, train=False)
+        # The DC discriminator in train mode, as GAN training runs it (at initialisation its
+        # running statistics shrink every logit to ~1e-4); the FC one has no BatchNorm and runs
+        # without dropout here so that rows compare.
+        logits, _ = discriminator.apply(
+            d_variables, real, labels, train=kind == "dcgan", mutable=["batch_stats"]
+        )
+        return {
+            "g_params": g_variables["params"],
+            "eval_images": eval_images,
+            "train_images": train_images,
+            "logits": logits,
+        }
+
+    return forward(_key(0))
+
+
+VARIANTS = [
+    ("dcgan", "plane", 32),
+    ("dcgan", "plane", 64),
+    ("dcgan", "projection", 32),
+    ("fcgan", "plane", 32),
+    ("fcgan", "projection", 64),
+]
+
+
+@pytest.fixture(scope="module", params=VARIANTS, ids=lambda variant: "-".join(map(str, variant)))
+def forward_variant(request):
+    return request.param, _forward(*request.param)
+
+
+def test_outputs_have_shape_and_range(forward_variant):
+    (_, _, image_size), outputs = forward_variant
+    for images in (outputs["eval_images"], outputs["train_images"]):
+        assert images.shape == (4, image_size, image_size, 1)
+        assert float(jnp.min(images)) >= -1.0 and float(jnp.max(images)) <= 1.0
+    # Train mode normalises by batch statistics: outputs of order one, not shrunk to ~0.
+    assert float(jnp.std(outputs["train_images"])) > 0.05
+    assert outputs["logits"].shape == (4,)
+    assert bool(jnp.all(jnp.isfinite(outputs["logits"])))
+
+
+def test_labels_change_outputs(forward_variant):
+    _, outputs = forward_variant
+    # Train mode: at initialisation the eval-mode output is ~1e-6 everywhere.
+    images, logits = outputs["train_images"], outputs["logits"]
+    assert float(jnp.max(jnp.abs(images[0] - images[1]))) > 1e-3
+    assert abs(float(logits[0] - logits[1])) > 1e-3
+    assert abs(float(logits[2] - logits[3])) > 1e-3
+
+
+@pytest.mark.parametrize("conditioning", ["plane", "projection"])
+def test_dcgan_initialisation_statistics(conditioning):
+    params = _forward("dcgan", conditioning, 32)["g_params"]
+    kernels = jnp.concatenate(
+        [params["project"]["kernel"].ravel()]
+        + [params[name]["kernel"].ravel() for name in params if name.startswith("UpConv2x")]
+    )
+    assert kernels.size > 10_000
+    assert abs(float(jnp.mean(kernels))) < 1e-3
+    assert abs(float(jnp.std(kernels)) - 0.02) < 5e-4
+    batch_norms = [params[name] for name in params if name.startswith("BatchNorm")]
+    scales = jnp.concatenate([layer["scale"] for layer in batch_norms])
+    assert abs(float(jnp.mean(scales)) - 1.0) < 0.01
+    assert 0.01 < float(jnp.std(scales)) < 0.03
+    for layer in batch_norms:
+        np.testing.assert_array_equal(layer["bias"], 0.0)
+
+
+def test_fcgan_batch_norm_follows_keras_momentum_and_epsilon():
+    """Keras' momentum 0.8 means running = 0.8 * running + 0.2 * batch here too; eps 1e-3."""
+    config = fcgan_config.get_config().model
+    config.g_features = (6,)
+    generator, _ = gan.make_gan(config, image_size=4, num_classes=2)
+    z = jax.random.normal(_key(0), (5, 100))
+    labels = jnp.array([0, 1, 0, 1, 1], jnp.int32)
+    variables = jax.jit(lambda key: generator.init(key, z, labels, train=False))(_key(1))
+    params = variables["params"]
+    _, updated = jax.jit(
+        lambda variables: generator.apply(variables, z, labels, train=True, mutable=["batch_stats"])
+    )(variables)
+    embedded = params["label_embedding"]["embedding"][labels]
+    hidden = jnp.concatenate([z, embedded], -1) @ params["Dense_0"]["kernel"]
+    hidden = jax.nn.leaky_relu(hidden + params["Dense_0"]["bias"], 0.2)
+    stats = updated["batch_stats"]["BatchNorm_0"]
+    np.testing.assert_allclose(stats["mean"], 0.2 * jnp.mean(hidden, 0), rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(stats["var"], 0.8 + 0.2 * jnp.var(hidden, 0), rtol=1e-4)
+    assert generator.bn_momentum == 0.8
+    dc_generator, _ = gan.make_gan(dcgan_config.get_config().model, image_size=64, num_classes=2)
+    assert dc_generator.bn_momentum == 0.9  # PyTorch's momentum 0.1
+
+
+def test_fc_discriminator_dropout_is_random_in_training_only():
+    config = _tiny_model_config(kind="fcgan")
+    _, discriminator = gan.make_gan(config, image_size=32, num_classes=2)
+    images = jax.random.uniform(_key(0), (4, 32, 32, 1), minval=-1, maxval=1)
+    labels = jnp.zeros((4,), jnp.int32)
+    variables = jax.jit(lambda key: discriminator.init(key, images, labels, train=False))(_key(1))
+
+    @functools.partial(jax.jit, static_argnames="train")
+    def logits(key, train):
+        return discriminator.apply(variables, images, labels, train=train, rngs={"dropout": key})
+
+    assert float(jnp.max(jnp.abs(logits(_key(0), True) - logits(_key(1), True)))) > 1e-6
+    np.testing.assert_array_equal(logits(_key(0), True), logits(_key(0), True))
+    np.testing.assert_array_equal(logits(_key(0), False), logits(_key(1), False))
+
+
+def test_fcgan_takes_any_image_size():
+    config = _tiny_model_config(kind="fcgan")
+    generator, _ = gan.make_gan(config, image_size=48, num_classes=3)
+    z, labels = jnp.zeros((2, 8)), jnp.array([0, 2], jnp.int32)
+    images = jax.eval_shape(
+        lambda key: generator.apply(
+            generator.init(key, z, labels, train=False), z, labels, train=False
+        ),
+        _key(0),
+    )
+    assert images.shape == (2, 48, 48, 1)
+
+
+def test_unsupported_image_size_is_refused():
+    with pytest.raises(
+        ValueError,
+        match="image_size 48 is not supported by the dcgan architecture; supported: 32, 64, 128",
+    ):
+        gan.make_gan(_tiny_model_config(), image_size=48, num_classes=2)
+
+
+def test_unknown_kind_is_refused():
+    config = _tiny_model_config(kind="resgan")
+    with pytest.raises(
+        ValueError, match="model kind 'resgan' is unknown; use one of: dcgan, fcgan"
+    ):
+        gan.make_gan(config, image_size=32, num_classes=2)
+
+
+def test_unknown_conditioning_is_refused():
+    config = _tiny_model_config(conditioning="concat")
+    with pytest.raises(
+        ValueError, match="conditioning 'concat' is unknown; use one of: plane, projection"
+    ):
+        gan.make_gan(config, image_size=32, num_classes=2)

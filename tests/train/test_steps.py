@@ -1,0 +1,233 @@
+"""Pure GAN steps, state, losses and optimisers on the tiny test config (32x32, ngf=ndf=8).
+
+Keys are "rbg" keys here: XLA CPU takes seconds to compile each threefry draw of a new shape, and
+every step jit draws z. The default threefry keys are exercised by test_multidevice.py.
+"""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from experiments.configs import test as test_config
+from xraygan_jax.models import gan
+from xraygan_jax.train import losses, optimizers, steps
+from xraygan_jax.train import state as state_lib
+
+IMAGE_SIZE = 32
+BATCH_SIZE = 8
+METRIC_NAMES = {"loss/d", "loss/g", "d/real_prob", "d/fake_prob"}
+
+
+def _key(seed: int) -> jax.Array:
+    return jax.random.key(seed, impl="rbg")
+
+
+@functools.cache
+def _initial_state(kind: str = "dcgan", ema_decay: float = 0.5) -> state_lib.GANState:
+    # Cached: call with the same spelling of arguments to reuse it.
+    config = test_config.get_config()
+    config.model.kind = kind
+    generator, discriminator = gan.make_gan(config.model, image_size=IMAGE_SIZE, num_classes=2)
+    init = functools.partial(
+        state_lib.create_gan_state,
+        generator,
+        discriminator,
+        optimizers.make_optimizer(config.optim, "g"),
+        optimizers.make_optimizer(config.optim, "d"),
+        image_size=IMAGE_SIZE,
+        nz=config.model.nz,
+        ema_decay=ema_decay,
+    )
+    return jax.jit(init)(_key(0))
+
+
+@functools.cache
+def _batch() -> dict[str, jax.Array]:
+    images = jax.random.uniform(
+        _key(1), (BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1), minval=-1.0, maxval=1.0
+    )
+    # Both labels, so that every label-embedding row gets a gradient.
+    return {"image": images, "label": jnp.arange(BATCH_SIZE, dtype=jnp.int32) % 2}
+
+
+@functools.cache
+def _train_step(d_steps_per_g_step: int = 1, g_steps_per_d_step: int = 1):
+    return jax.jit(
+        functools.partial(
+            steps.gan_train_step,
+            d_steps_per_g_step=d_steps_per_g_step,
+            g_steps_per_d_step=g_steps_per_d_step,
+        )
+    )
+
+
+def _adam_count(opt_state) -> int:
+    """The update count in an optax Adam state."""
+    is_adam = lambda node: isinstance(node, optax.ScaleByAdamState)  # noqa: E731
+    counts = [
+        int(node.count) for node in jax.tree.leaves(opt_state, is_leaf=is_adam) if is_adam(node)
+    ]
+    assert len(counts) == 1, opt_state
+    return counts[0]
+
+
+def _all_leaves_differ(before, after) -> bool:
+    return all(
+        float(jnp.max(jnp.abs(a - b))) > 0
+        for a, b in zip(jax.tree.leaves(before), jax.tree.leaves(after), strict=True)
+    )
+
+
+def test_one_step_changes_every_part_and_reports_metrics():
+    state = _initial_state()
+    new_state, metrics = _train_step()(state, _batch(), _key(2))
+    assert set(metrics) == METRIC_NAMES
+    for name, value in metrics.items():
+        assert value.shape == () and bool(jnp.isfinite(value)), name
+    assert 0.0 < float(metrics["d/real_prob"]) < 1.0
+    assert 0.0 < float(metrics["d/fake_prob"]) < 1.0
+    assert float(metrics["loss/d"]) > 0.0 and float(metrics["loss/g"]) > 0.0
+    assert int(new_state.step) == 1
+    for part in ("g_params", "d_params", "g_batch_stats", "d_batch_stats"):
+        assert _all_leaves_differ(getattr(state, part), getattr(new_state, part)), part
+    assert _adam_count(new_state.g_opt_state) == _adam_count(new_state.d_opt_state) == 1
+
+
+def test_step_is_a_function_of_its_key():
+    state = _initial_state()
+    first, first_metrics = _train_step()(state, _batch(), _key(3))
+    again, again_metrics = _train_step()(state, _batch(), _key(3))
+    other, _ = _train_step()(state, _batch(), _key(4))
+    for a, b in zip(jax.tree.leaves(first), jax.tree.leaves(again), strict=True):
+        np.testing.assert_array_equal(a, b)
+    for name in METRIC_NAMES:
+        np.testing.assert_array_equal(first_metrics[name], again_metrics[name])
+    assert not np.array_equal(
+        first.g_params["project"]["kernel"], other.g_params["project"]["kernel"]
+    )
+
+
+def test_two_generator_steps_per_discriminator_step():
+    new_state, metrics = _train_step(g_steps_per_d_step=2)(_initial_state(), _batch(), _key(2))
+    assert _adam_count(new_state.g_opt_state) == 2
+    assert _adam_count(new_state.d_opt_state) == 1
+    assert int(new_state.step) == 1
+    assert set(metrics) == METRIC_NAMES
+
+
+def test_two_discriminator_steps_per_generator_step():
+    new_state, _ = _train_step(d_steps_per_g_step=2)(_initial_state(), _batch(), _key(2))
+    assert _adam_count(new_state.d_opt_state) == 2
+    assert _adam_count(new_state.g_opt_state) == 1
+
+
+def test_ema_tracks_generator_params():
+    state = _initial_state()  # ema_decay 0.5
+    new_state, _ = _train_step()(state, _batch(), _key(2))
+    # One G update with decay 0.5: ema = 0.5 * initial + 0.5 * new.
+    for ema, initial, new in zip(
+        jax.tree.leaves(new_state.ema_g_params),
+        jax.tree.leaves(state.g_params),
+        jax.tree.leaves(new_state.g_params),
+        strict=True,
+    ):
+        np.testing.assert_allclose(ema, 0.5 * initial + 0.5 * new, rtol=1e-6, atol=1e-9)
+    z = steps.sample_latents(_key(5), 4, state.nz)
+    labels = jnp.array([0, 1, 0, 1], jnp.int32)
+    generate = jax.jit(steps.generate, static_argnames="use_ema")
+    with_ema = generate(new_state, z, labels, use_ema=True)
+    without_ema = generate(new_state, z, labels, use_ema=False)
+    assert with_ema.shape == (4, IMAGE_SIZE, IMAGE_SIZE, 1)
+    assert float(jnp.max(jnp.abs(with_ema))) <= 1.0
+    expected = jax.jit(functools.partial(new_state.generator.apply, train=False))(
+        {"params": new_state.ema_g_params, "batch_stats": new_state.g_batch_stats}, z, labels
+    )
+    np.testing.assert_allclose(with_ema, expected, atol=1e-6)
+    assert float(jnp.max(jnp.abs(with_ema - without_ema))) > 0
+
+
+def test_fcgan_step_with_dropout_and_no_discriminator_batch_norm():
+    state = _initial_state(kind="fcgan", ema_decay=0.0)
+    assert state.d_batch_stats == {} and state.ema_g_params is None
+    new_state, metrics = _train_step()(state, _batch(), _key(2))
+    assert set(metrics) == METRIC_NAMES
+    assert all(bool(jnp.isfinite(value)) for value in metrics.values())
+    assert _all_leaves_differ(state.d_params, new_state.d_params)
+    assert _all_leaves_differ(state.g_batch_stats, new_state.g_batch_stats)
+
+
+def test_create_gan_state_is_shape_only_under_eval_shape():
+    config = test_config.get_config()
+    generator, discriminator = gan.make_gan(config.model, image_size=64, num_classes=2)
+    abstract = jax.eval_shape(
+        lambda key: state_lib.create_gan_state(
+            generator,
+            discriminator,
+            optax.adam(1e-3),
+            optax.adam(1e-3),
+            key,
+            image_size=64,
+            nz=8,
+        ),
+        jax.random.key(0),
+    )
+    assert isinstance(abstract.step, jax.ShapeDtypeStruct) and abstract.step.dtype == jnp.int32
+    assert abstract.ema_g_params is None
+    assert abstract.g_params["UpConv2x_3"]["kernel"].shape == (4, 4, 8, 1)
+    assert abstract.nz == 8
+
+
+def test_package_exports_the_steps():
+    from xraygan_jax import train
+
+    assert train.gan_train_step is steps.gan_train_step
+    assert train.create_gan_state is state_lib.create_gan_state
+
+
+def test_losses_are_binary_cross_entropy_on_logits():
+    np.testing.assert_allclose(
+        losses.discriminator_loss(jnp.zeros(3), jnp.zeros(3)), 2 * np.log(2), rtol=1e-6
+    )
+    logits = jnp.array([-3.0, 0.5, 4.0])
+    expected = -np.mean(np.log(1 / (1 + np.exp(-np.asarray(logits)))))
+    np.testing.assert_allclose(losses.generator_loss(logits), expected, rtol=1e-6)
+    real = jnp.array([2.0, -1.0])
+    fake = jnp.array([0.3, -2.0])
+    sigmoid = lambda x: 1 / (1 + np.exp(-np.asarray(x)))  # noqa: E731
+    expected = -np.mean(np.log(sigmoid(real))) - np.mean(np.log(1 - sigmoid(fake)))
+    np.testing.assert_allclose(losses.discriminator_loss(real, fake), expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize("name", optimizers.NAMES)
+def test_every_optimizer_uses_its_own_learning_rate(name):
+    config = test_config.get_config().optim
+    config.name = name
+    config.g_lr, config.d_lr = 1e-2, 1e-4
+    params = {"w": jnp.ones(3)}
+    grads = {"w": jnp.array([1.0, -2.0, 0.5])}
+    first_updates = {}
+    for which in ("g", "d"):
+        optimizer = optimizers.make_optimizer(config, which)
+        updates, _ = optimizer.update(grads, optimizer.init(params), params)
+        first_updates[which] = np.asarray(updates["w"])
+    # The same optimiser, learning rates 100x apart.
+    np.testing.assert_allclose(first_updates["g"], 100 * first_updates["d"], rtol=1e-5)
+    assert np.all(np.sign(first_updates["g"]) == -np.sign(grads["w"]))
+
+
+def test_unknown_optimizer_is_refused():
+    config = test_config.get_config().optim
+    config.name = "adagrad"
+    with pytest.raises(
+        ValueError, match="optimizer 'adagrad' is unknown; use one of: adam, adamw, rmsprop, sgd"
+    ):
+        optimizers.make_optimizer(config, "g")
+
+
+def test_optimizer_for_neither_network_is_refused():
+    with pytest.raises(ValueError, match="which must be 'g' .* or 'd' .*, got 'x'"):
+        optimizers.make_optimizer(test_config.get_config().optim, "x")

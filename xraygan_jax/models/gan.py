@@ -1,0 +1,317 @@
+"""Conditional GANs of the two reports, as Flax Linen modules (NHWC, one channel, [-1, 1]).
+
+DC-cGAN (the first report; the PyTorch DCGAN tutorial made conditional):
+  G: [z, embed(label)] -> dense to 4x4 x ngf*2^(n-1), BatchNorm, ReLU -> n up-convolutions
+     (PyTorch ConvTranspose2d k4 s2 p1), each but the last followed by BatchNorm and ReLU, the
+     channels halving; the last one maps to 1 channel and tanh. n = log2(image_size) - 2:
+     32 -> 3 up-convolutions, 64 -> 4 (the tutorial), 128 -> 5.
+     The tutorial's first layer, ConvTranspose2d(k4, s1, p0) on a 1x1 input, IS a dense layer
+     whose output is reshaped to 4x4 (`out[i, j, f] = sum_c z[c] * w[c, f, i, j]`); it is written
+     as `nn.Dense` (tests/models/test_layers.py checks the identity).
+  D: n strided convolutions (Conv2d k4 s2 p1) from ndf channels doubling, LeakyReLU 0.2,
+     BatchNorm after every one but the first (as the tutorial), down to 4x4, then a 4x4 valid
+     convolution to one logit.
+  Initialisation as the tutorial's `weights_init`: convolution (and the dense 4x4 projection)
+  kernels normal(0, 0.02), BatchNorm scale normal(1, 0.02), bias 0; label embeddings normal(0, 1)
+  like PyTorch's `nn.Embedding`.
+  BatchNorm: momentum 0.9 and epsilon 1e-5 in Flax's convention, i.e. PyTorch's momentum 0.1.
+  (PyTorch updates running = (1 - m_torch) * running + m_torch * batch, Flax running = m * running
+  + (1 - m) * batch, so m_flax = 1 - m_torch. PyTorch's running variance is the unbiased one, Flax's
+  the biased one; they differ by n/(n-1) with n >= 1024 here.)
+
+FC-cGAN (the second report, Keras):
+  G: [z, embed(label)] -> per width in g_features: Dense, LeakyReLU 0.2, BatchNorm -> Dense to
+     image_size^2, tanh. Keras' BatchNorm momentum 0.8 is the SAME number in Flax's convention (both
+     update running = m * running + (1 - m) * batch); Keras' epsilon is 1e-3.
+  D: flattened image (and label plane) -> per width in d_features: Dense, ReLU (the report's
+     words; `negative_slope` > 0 gives LeakyReLU), Dropout -> Dense to one logit.
+  Initialisation as Keras: Glorot-uniform kernels, zero bias. Any image size.
+
+Label conditioning (`conditioning`, config.model.conditioning):
+  G always concatenates a learned `embed_dim` embedding of the label with z.
+  D "plane": a learned image_size^2 embedding of the label, reshaped to an extra image channel
+     (flattened and concatenated for the FC discriminator).
+  D "projection" (Miyato & Koyama 2018): logit += <embed(label), phi(x)> with phi(x) the
+     spatially averaged 4x4 feature map (DC; Miyato sums, the mean keeps the term at the logit's
+     scale at initialisation) or the last hidden layer (FC); embedding init normal(0, 0.02).
+
+Calls, for both kinds:
+    images = generator.apply(variables, z, labels, train=False)         # [B, S, S, 1] in [-1, 1]
+    logits = discriminator.apply(variables, images, labels, train=False)  # [B]
+With train=True, pass mutable=["batch_stats"] (and rngs={"dropout": key} to the FC
+discriminator). Every module takes `axis_name`: BatchNorm then averages its batch statistics
+over that mapped axis (inside shard_map or pmap), so they are those of the global batch.
+"""
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from xraygan_jax.models import layers
+
+SUPPORTED_IMAGE_SIZES = (32, 64, 128)  # the dcgan architecture; fcgan takes any size
+KINDS = ("dcgan", "fcgan")
+CONDITIONINGS = ("plane", "projection")
+
+# PyTorch BatchNorm2d's epsilon; Keras BatchNormalization's.
+_TORCH_BN_EPSILON = 1e-5
+_KERAS_BN_EPSILON = 1e-3
+_LEAKY_SLOPE = 0.2
+# PyTorch nn.Embedding initialises normal(0, 1).
+_embedding_init = nn.initializers.normal(stddev=1.0)
+
+
+def num_up_convs(image_size: int) -> int:
+    """Up-convolutions of the DC generator (= strided convolutions of D): log2(size) - 2.
+
+    Args:
+        image_size: side of the square images, one of SUPPORTED_IMAGE_SIZES.
+
+    Returns:
+        3 for 32, 4 for 64, 5 for 128.
+
+    Raises:
+        ValueError: for a size the dcgan architecture does not support.
+    """
+    if image_size not in SUPPORTED_IMAGE_SIZES:
+        supported = ", ".join(str(size) for size in SUPPORTED_IMAGE_SIZES)
+        raise ValueError(
+            f"image_size {image_size} is not supported by the dcgan architecture; "
+            f"supported: {supported}"
+        )
+    return int(math.log2(image_size)) - 2
+
+
+def _check_conditioning(conditioning: str) -> None:
+    if conditioning not in CONDITIONINGS:
+        raise ValueError(
+            f"conditioning {conditioning!r} is unknown; use one of: {', '.join(CONDITIONINGS)}"
+        )
+
+
+def _label_plane(labels: jax.Array, num_classes: int, image_size: int) -> jax.Array:
+    """A learned image_size^2 embedding of each label as one image channel (B, S, S, 1)."""
+    plane = nn.Embed(
+        num_classes, image_size * image_size, embedding_init=_embedding_init, name="label_plane"
+    )(labels)
+    return plane.reshape(labels.shape[0], image_size, image_size, 1)
+
+
+def _projection(labels: jax.Array, features: jax.Array, num_classes: int) -> jax.Array:
+    """Miyato & Koyama's projection term <embed(label), features>, (B,).
+
+    The embedding starts at normal(0, 0.02), the scale of the layer it sits beside (the logit
+    layer); at normal(0, 1) the term swamped the logit at initialisation (D loss ~35 at step 0).
+    """
+    embedding = nn.Embed(
+        num_classes,
+        features.shape[-1],
+        embedding_init=layers.dcgan_kernel_init,
+        name="label_projection",
+    )(labels)
+    return jnp.sum(embedding * features, axis=-1)
+
+
+class DCGenerator(nn.Module):
+    """DCGAN-tutorial generator conditioned on the label: (z [B, nz], labels [B]) -> [B,S,S,1]."""
+
+    image_size: int = 64
+    num_classes: int = 2
+    ngf: int = 64
+    embed_dim: int = 50
+    bn_momentum: float = 0.9
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+        num_up = num_up_convs(self.image_size)
+
+        def batch_norm(x: jax.Array) -> jax.Array:
+            return nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=_TORCH_BN_EPSILON,
+                scale_init=layers.dcgan_scale_init,
+                axis_name=self.axis_name,
+            )(x)
+
+        embedding = nn.Embed(
+            self.num_classes, self.embed_dim, embedding_init=_embedding_init, name="label_embedding"
+        )(labels)
+        x = jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1)
+        width = self.ngf * 2 ** (num_up - 1)
+        x = nn.Dense(
+            16 * width, use_bias=False, kernel_init=layers.dcgan_kernel_init, name="project"
+        )(x)
+        x = nn.relu(batch_norm(x.reshape(x.shape[0], 4, 4, width)))
+        for _ in range(num_up - 1):
+            width //= 2
+            x = nn.relu(batch_norm(layers.UpConv2x(width)(x)))
+        return jnp.tanh(layers.UpConv2x(1)(x))
+
+
+class DCDiscriminator(nn.Module):
+    """DCGAN-tutorial discriminator conditioned on the label: (images, labels) -> logits [B]."""
+
+    image_size: int = 64
+    num_classes: int = 2
+    ndf: int = 64
+    conditioning: str = "plane"
+    bn_momentum: float = 0.9
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+        num_down = num_up_convs(self.image_size)
+        _check_conditioning(self.conditioning)
+        x = images
+        if self.conditioning == "plane":
+            plane = _label_plane(labels, self.num_classes, self.image_size)
+            x = jnp.concatenate([x, plane.astype(x.dtype)], axis=-1)
+        for index in range(num_down):
+            x = nn.Conv(
+                self.ndf * 2**index,
+                (4, 4),
+                strides=(2, 2),
+                padding=((1, 1), (1, 1)),
+                use_bias=False,
+                kernel_init=layers.dcgan_kernel_init,
+            )(x)
+            if index > 0:
+                x = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=self.bn_momentum,
+                    epsilon=_TORCH_BN_EPSILON,
+                    scale_init=layers.dcgan_scale_init,
+                    axis_name=self.axis_name,
+                )(x)
+            x = nn.leaky_relu(x, _LEAKY_SLOPE)
+        logits = nn.Conv(
+            1, (4, 4), padding="VALID", use_bias=False, kernel_init=layers.dcgan_kernel_init
+        )(x)
+        logits = logits.reshape(x.shape[0])
+        if self.conditioning == "projection":
+            logits = logits + _projection(labels, jnp.mean(x, axis=(1, 2)), self.num_classes)
+        return logits
+
+
+class FCGenerator(nn.Module):
+    """The second report's dense generator: (z [B, nz], labels [B]) -> [B, S, S, 1] in [-1, 1]."""
+
+    image_size: int = 64
+    num_classes: int = 2
+    features: Sequence[int] = (256, 512, 1024, 2048)
+    embed_dim: int = 50
+    bn_momentum: float = 0.8
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+        embedding = nn.Embed(
+            self.num_classes, self.embed_dim, embedding_init=_embedding_init, name="label_embedding"
+        )(labels)
+        x = jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1)
+        for width in self.features:
+            x = nn.Dense(width, kernel_init=nn.initializers.glorot_uniform())(x)
+            x = nn.leaky_relu(x, _LEAKY_SLOPE)
+            x = nn.BatchNorm(
+                use_running_average=not train,
+                momentum=self.bn_momentum,
+                epsilon=_KERAS_BN_EPSILON,
+                axis_name=self.axis_name,
+            )(x)
+        x = nn.Dense(
+            self.image_size * self.image_size, kernel_init=nn.initializers.glorot_uniform()
+        )(x)
+        return jnp.tanh(x).reshape(x.shape[0], self.image_size, self.image_size, 1)
+
+
+class FCDiscriminator(nn.Module):
+    """The second report's dense discriminator with dropout: (images, labels) -> logits [B].
+
+    `axis_name` is accepted for a uniform interface; this discriminator has no BatchNorm.
+    """
+
+    image_size: int = 64
+    num_classes: int = 2
+    features: Sequence[int] = (1024, 512, 256, 128)
+    dropout_rate: float = 0.3
+    conditioning: str = "plane"
+    negative_slope: float = 0.0  # 0: the report's ReLU; 0.2: LeakyReLU as Radford et al. advise
+    axis_name: str | None = None
+
+    @nn.compact
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+        _check_conditioning(self.conditioning)
+        x = images.reshape(images.shape[0], -1)
+        if self.conditioning == "plane":
+            plane = _label_plane(labels, self.num_classes, self.image_size)
+            x = jnp.concatenate([x, plane.reshape(x.shape[0], -1).astype(x.dtype)], axis=-1)
+        for width in self.features:
+            x = nn.Dense(width, kernel_init=nn.initializers.glorot_uniform())(x)
+            x = nn.leaky_relu(x, self.negative_slope)
+            x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
+        logits = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform())(x).reshape(x.shape[0])
+        if self.conditioning == "projection":
+            logits = logits + _projection(labels, x, self.num_classes)
+        return logits
+
+
+def make_gan(
+    model_config: ml_collections.ConfigDict, *, image_size: int, num_classes: int
+) -> tuple[nn.Module, nn.Module]:
+    """The (generator, discriminator) pair that `model_config` describes.
+
+    Args:
+        model_config: the `model` section of a job config (experiments/configs/dcgan.py): kind,
+            ngf, ndf, conditioning, embed_dim, g_features, d_features, dropout_rate, bn_momentum
+            (Flax convention: PyTorch's momentum 0.1 is 0.9 here, Keras' 0.8 stays 0.8).
+        image_size: side of the square images; 32, 64 or 128 for dcgan, any for fcgan.
+        num_classes: number of labels the GAN is conditioned on.
+
+    Returns:
+        (generator, discriminator), unbound Linen modules.
+
+    Raises:
+        ValueError: an unknown kind or conditioning, or an image size dcgan does not support.
+    """
+    kind = model_config.kind
+    _check_conditioning(model_config.conditioning)
+    if kind == "dcgan":
+        num_up_convs(image_size)  # the size error belongs at construction, not at first call
+        generator = DCGenerator(
+            image_size=image_size,
+            num_classes=num_classes,
+            ngf=model_config.ngf,
+            embed_dim=model_config.embed_dim,
+            bn_momentum=model_config.bn_momentum,
+        )
+        discriminator = DCDiscriminator(
+            image_size=image_size,
+            num_classes=num_classes,
+            ndf=model_config.ndf,
+            conditioning=model_config.conditioning,
+            bn_momentum=model_config.bn_momentum,
+        )
+    elif kind == "fcgan":
+        generator = FCGenerator(
+            image_size=image_size,
+            num_classes=num_classes,
+            features=tuple(model_config.g_features),
+            embed_dim=model_config.embed_dim,
+            bn_momentum=model_config.bn_momentum,
+        )
+        discriminator = FCDiscriminator(
+            image_size=image_size,
+            num_classes=num_classes,
+            features=tuple(model_config.d_features),
+            dropout_rate=model_config.dropout_rate,
+            conditioning=model_config.conditioning,
+        )
+    else:
+        raise ValueError(f"model kind {kind!r} is unknown; use one of: {', '.join(KINDS)}")
+    return generator, discriminator

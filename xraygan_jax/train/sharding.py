@@ -1,0 +1,80 @@
+"""Data parallelism over every device: a 1-D ("data",) mesh, state replicated, batch split.
+
+The form JAX recommends since pmap went into maintenance (DESIGN.md decision 3): jit the step
+with these shardings and XLA inserts the collectives; BatchNorm statistics and losses are then
+over the global batch, exactly as on one device.
+"""
+
+from typing import Any
+
+import jax
+import numpy as np
+
+DATA_AXIS = "data"
+
+
+def make_mesh(devices=None) -> jax.sharding.Mesh:
+    """A 1-D mesh named "data" over `devices` (default: every device of every process).
+
+    Auto axis types: shardings are propagated by XLA (GSPMD), not part of the array types.
+
+    Args:
+        devices: the devices to use, or None for `jax.devices()`.
+
+    Returns:
+        The mesh.
+    """
+    devices = jax.devices() if devices is None else list(devices)
+    return jax.make_mesh(
+        (len(devices),),
+        (DATA_AXIS,),
+        axis_types=(jax.sharding.AxisType.Auto,),
+        devices=devices,
+    )
+
+
+def replicated(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """The same full copy on every device (states, keys, metrics)."""
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+
+
+def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
+    """Split along axis 0 (the batch) over the "data" axis."""
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(DATA_AXIS))
+
+
+def check_batch_divisible(global_batch: int, num_devices: int) -> None:
+    """Raises ValueError unless the global batch splits evenly over the devices.
+
+    Args:
+        global_batch: config.train.batch_size.
+        num_devices: mesh.size.
+
+    Raises:
+        ValueError: naming the batch size and the nearest larger multiple that works.
+    """
+    if global_batch <= 0 or global_batch % num_devices:
+        suggestion = max(num_devices, -(-global_batch // num_devices) * num_devices)
+        raise ValueError(
+            f"batch_size {global_batch} does not divide over {num_devices} devices; "
+            f"use a multiple of {num_devices} (e.g. {suggestion})"
+        )
+
+
+def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
+    """This process's part of a global batch -> global arrays split over the mesh.
+
+    Works on one host (the part is the whole batch) and on many (each process passes the rows it
+    loaded; the global batch is their concatenation in process order).
+
+    Args:
+        batch: a pytree of NumPy/JAX arrays with the batch on axis 0.
+        mesh: the ("data",) mesh.
+
+    Returns:
+        The same pytree of jax.Arrays with `batch_sharding(mesh)`.
+    """
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(
+        lambda part: jax.make_array_from_process_local_data(sharding, np.asarray(part)), batch
+    )
