@@ -231,6 +231,7 @@ def _train_one_gan(
         every_steps=config.train.log_every_steps,
     )
     grids: list[str] = []
+    evaluator = None
     last: dict[str, float] = {}
     rate = None
     started = time.perf_counter()
@@ -262,6 +263,10 @@ def _train_one_gan(
                 epoch,
                 use_ema=config.train.ema_decay > 0,
             )
+        fid_every = config.eval.fid_every_epochs
+        if fid_every and (epoch % fid_every == 0 or epoch == num_epochs):
+            evaluator = evaluator or _fid_evaluator(config)
+            _evaluate_during_training(evaluator, state, grid_labels, name, epoch, workdir)
         if epoch % config.train.checkpoint_every_epochs == 0 or epoch == num_epochs:
             checkpoints.save(epoch, state, {**meta, "epoch": epoch, "step": step}, iterator)
     seconds = time.perf_counter() - started
@@ -285,6 +290,36 @@ def _train_one_gan(
         sample_grids=grids,
         loss_plot=loss_plot,
     )
+
+
+def _fid_evaluator(config):
+    # Imported here: the evaluation module builds on this one (run configs, GAN names).
+    from xraygan_jax.metrics import gan_evaluation
+
+    return gan_evaluation.FIDEvaluator(config)
+
+
+def _evaluate_during_training(evaluator, state, labels, name, epoch, workdir) -> None:
+    """FID/KID/precision-recall per class, logged and appended to `workdir/eval.jsonl`."""
+    metrics = evaluator.run(state, labels, seed=evaluator.config.train.seed)
+    if jax.process_index() != 0:
+        return
+    with open(workdir / "eval.jsonl", "a", encoding="utf-8") as file:
+        for label in labels:
+            prefix = f"{evaluator.class_names[label]}/"
+            record = {"gan": name, "epoch": epoch, "class": prefix[:-1], "split": evaluator.split}
+            record.update({k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)})
+            file.write(json.dumps(record) + "\n")
+            logging.info(
+                "[%s] epoch %d %s: FID %.2f (N real %d, N generated %d), KID %.4f",
+                name,
+                epoch,
+                record["class"],
+                record["fid"],
+                record["num_real"],
+                record["num_fake"],
+                record["kid_mean"],
+            )
 
 
 def _check_finite(metrics: dict[str, float], name: str, step: int, epoch: int, checkpoints) -> None:

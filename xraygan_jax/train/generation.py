@@ -19,6 +19,8 @@ from xraygan_jax.data import sources
 from xraygan_jax.train import checkpointing, gan_loop, sharding, steps
 
 _GENERATE_STREAM = 3
+# One jitted function for every call: it compiles once per state structure and batch shape.
+_generate = jax.jit(steps.generate, static_argnames="use_ema")
 
 
 def checkpoint_epochs(workdir: str | os.PathLike, gan_name: str) -> list[int]:
@@ -63,12 +65,11 @@ def sample_images(
 ) -> Iterator[np.ndarray]:
     """Yields uint8 [b, S, S, 1] batches of `num` generated images of one class in total."""
     key = jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _GENERATE_STREAM), label)
-    generate = jax.jit(steps.generate, static_argnames="use_ema")
     for start in range(0, num, batch_size):
         count = min(batch_size, num - start)
         latents = steps.sample_latents(jax.random.fold_in(key, start), count, nz)
         labels = np.full((count,), label, np.int32)
-        yield viz.to_uint8(jax.device_get(generate(state, latents, labels, use_ema=use_ema)))
+        yield viz.to_uint8(jax.device_get(_generate(state, latents, labels, use_ema=use_ema)))
 
 
 def generate_per_class(
