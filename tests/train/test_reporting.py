@@ -1,0 +1,54 @@
+"""Metrics files, progress lines and the plots made from them."""
+
+import numpy as np
+from PIL import Image
+
+from xraygan_jax import viz
+from xraygan_jax.train import reporting
+
+
+def test_read_metrics_keeps_the_last_record_of_a_repeated_step(tmp_path):
+    writer = reporting.MetricsWriter(tmp_path / "m.jsonl")
+    for step, loss in [(1, 0.5), (2, 0.4), (3, 0.3)]:
+        writer.write({"gan": "A", "step": step, "loss/d": np.float32(loss)})
+    # A resumed run repeats steps 2 and 3 (after its last checkpoint) with other values.
+    for step, loss in [(2, 0.7), (3, 0.6), (4, 0.2)]:
+        writer.write({"gan": "A", "step": step, "loss/d": loss})
+    writer.write({"gan": "B", "step": 1, "loss/d": 9.0})
+    writer.close()
+    records = reporting.read_metrics(tmp_path / "m.jsonl", gan="A")
+    assert [(r["step"], round(r["loss/d"], 6)) for r in records] == [
+        (1, 0.5),
+        (2, 0.7),
+        (3, 0.6),
+        (4, 0.2),
+    ]
+
+
+def test_format_duration():
+    assert reporting.format_duration(3725) == "1h02m05s"
+    assert reporting.format_duration(65) == "1m05s"
+    assert reporting.format_duration(4.2) == "4s"
+    assert reporting.format_duration(float("inf")) == "?"
+
+
+def test_progress_rate_and_eta_skip_the_compiling_first_step(monkeypatch):
+    clock = iter([0.0, 100.0, 101.0, 103.0, 103.0])  # start; step 1 ends after a 100 s compile
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: next(clock))
+    progress = reporting.Progress(total_steps=10, items_per_step=64, name="t", every_steps=100)
+    assert progress.update(1) is None  # only the compiled step so far: no rate yet
+    progress.update(2)  # 1 s for one step
+    rate = progress.update(3)  # 3 s for two steps after the first
+    assert rate == 2 * 64 / 3.0
+    assert progress.eta_seconds(103.0) == 7 * 64 / rate
+
+
+def test_loss_curves_and_metric_plots_are_pictures(tmp_path):
+    records = [{"step": s, "loss/g": 1 + 0.1 * s, "loss/d": 1 - 0.05 * s} for s in range(1, 20)]
+    path = viz.plot_loss_curves(records, tmp_path / "plots" / "loss.png")
+    image = np.asarray(Image.open(path).convert("L"))
+    assert image.shape == (400, 800) and image.std() > 10
+    path = viz.plot_metric_by_epoch(
+        {"NORMAL": ([20, 40], [300.0, 250.0])}, tmp_path / "fid.png", ylabel="FID", title="t"
+    )
+    assert Image.open(path).size == (700, 400)
