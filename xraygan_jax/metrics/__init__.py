@@ -1,1 +1,11 @@
-"""metrics."""
+"""Metrics: the FID Inception's weights, FID, KID, precision/recall and their reference statistics.
+
+Modules:
+  weights            find, verify, convert (torch-free) and cache the FID Inception weights;
+                     `python -m xraygan_jax.metrics.weights` fetches them once.
+  torch_free_reader  reads the tensors of a TorchScript file without PyTorch.
+  fid                Inception features of images, streaming statistics, FID, KID,
+                     precision/recall, `evaluate`.
+  reference          real-image statistics cached per data set, split, class and image size.
+  gan_evaluation     FID, KID and precision/recall of a GAN run, per class and checkpoint.
+"""
