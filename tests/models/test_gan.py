@@ -61,13 +61,13 @@ def test_dcgan_discriminator_matches_pytorch_tutorial_shapes():
         discriminator, jnp.zeros((1, 64, 64, 1)), jnp.zeros((1,), jnp.int32)
     )
     params = variables["params"]
-    assert [params[f"Conv_{index}"]["kernel"].shape for index in range(5)] == [
+    assert [params[f"DownConv2x_{index}"]["kernel"].shape for index in range(4)] == [
         (4, 4, 2, 64),  # image + label plane
         (4, 4, 64, 128),
         (4, 4, 128, 256),
         (4, 4, 256, 512),
-        (4, 4, 512, 1),
     ]
+    assert params["Conv_0"]["kernel"].shape == (4, 4, 512, 1)  # the logit
     # No BatchNorm after the first convolution, as the tutorial.
     assert sorted(variables["batch_stats"]) == ["BatchNorm_0", "BatchNorm_1", "BatchNorm_2"]
     # The tutorial's D with nc=1 has 2,763,520 parameters; the plane adds 1 input channel to

@@ -98,6 +98,48 @@ def test_up_conv_equals_reference_in_values_and_gradients(operands):
     np.testing.assert_allclose(kernel_grad, expected_kernel_grad, atol=5 * TOLERANCE)
 
 
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 16, 16, 3, 8),  # the phase form of transposed_conv
+        (2, 4, 6, 3, 8),  # small images: lax.conv_transpose
+        (2, 16, 16, 3, 1),  # one output channel: lax.conv_transpose
+    ],
+)
+def test_both_forms_of_transposed_conv_equal_the_definition(shape):
+    batch, height, width, channels, features = shape
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(batch, height, width, channels))
+    kernel = rng.normal(size=(4, 4, channels, features))
+    cotangent = rng.normal(size=(batch, 2 * height, 2 * width, features))
+    output, x_grad, kernel_grad = _vjp(layers.up_conv_2x, x, kernel, cotangent)
+    expected_x_grad, expected_kernel_grad = torch_conv_transpose_vjp(x, kernel, cotangent, 2, 1)
+    np.testing.assert_allclose(output, torch_conv_transpose(x, kernel, 2, 1), atol=TOLERANCE)
+    np.testing.assert_allclose(x_grad, expected_x_grad, atol=TOLERANCE)
+    np.testing.assert_allclose(kernel_grad, expected_kernel_grad, atol=1e-4, rtol=1e-5)
+
+
+@pytest.mark.parametrize("size", [8, 32])  # lax and phase forms of the input gradient
+def test_down_conv_equals_strided_conv_in_values_and_gradients(size):
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(2, size, size, 3))
+    kernel = rng.normal(size=(4, 4, 3, 8))
+    cotangent = rng.normal(size=(2, size // 2, size // 2, 8))
+    output, x_grad, kernel_grad = _vjp(layers.down_conv_2x, x, kernel, cotangent)
+    reference = _vjp(layers.strided_conv, x, kernel, cotangent)
+    for got, expected in zip((output, x_grad, kernel_grad), reference, strict=True):
+        np.testing.assert_allclose(got, expected, atol=TOLERANCE, rtol=1e-6)
+    # The strided convolution is PyTorch's Conv2d(k4, s2, p1): the adjoint of its
+    # ConvTranspose2d, <conv(x), y> == <x, conv_transpose(y)>.
+    y = rng.normal(size=cotangent.shape)
+    flipped = kernel.transpose(0, 1, 3, 2)
+    np.testing.assert_allclose(
+        np.sum(output * y),
+        np.sum(x * torch_conv_transpose(y, flipped, stride=2, padding=1)),
+        rtol=1e-5,
+    )
+
+
 def test_up_conv_module_keeps_pytorch_parameter_layout():
     module = layers.UpConv2x(16)
     x = jnp.ones((2, 4, 4, 32))

@@ -173,14 +173,7 @@ class DCDiscriminator(nn.Module):
             plane = _label_plane(labels, self.num_classes, self.image_size)
             x = jnp.concatenate([x, plane.astype(x.dtype)], axis=-1)
         for index in range(num_down):
-            x = nn.Conv(
-                self.ndf * 2**index,
-                (4, 4),
-                strides=(2, 2),
-                padding=((1, 1), (1, 1)),
-                use_bias=False,
-                kernel_init=layers.dcgan_kernel_init,
-            )(x)
+            x = layers.DownConv2x(self.ndf * 2**index)(x)
             if index > 0:
                 x = nn.BatchNorm(
                     use_running_average=not train,

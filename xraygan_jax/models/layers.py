@@ -1,19 +1,50 @@
-"""Layers the GANs need that XLA CPU runs slowly in their textbook form.
+"""The DCGAN's 4x4 stride-2 convolutions, written so that XLA CPU runs their gradients fast.
 
-`UpConv2x` is PyTorch's `ConvTranspose2d(C, F, kernel_size=4, stride=2, padding=1, bias=False)`,
-the DCGAN generator's up-sampling layer, written in the phase-decomposed form: ONE stride-1 3x3
-convolution to 4*F channels (one group of F per output phase), then depth-to-space. XLA lowers the
-gradient of `flax.linen.ConvTranspose` to a window-dilated convolution that has no fast CPU path
-(FACTS.md: 2,800 ms against 148 ms for this form, 16x16 -> 32x32, 128 -> 64 channels, batch 64).
+`UpConv2x` is PyTorch's `ConvTranspose2d(C, F, 4, 2, 1, bias=False)` (the generator's
+up-sampling) and `DownConv2x` PyTorch's `Conv2d(C, F, 4, 2, 1, bias=False)` (the
+discriminator's down-sampling). Both keep PyTorch's parameter as "kernel" of shape (4, 4, C, F),
+`kernel[i, j, c, f] == torch_weight[c, f, i, j]` (ConvTranspose2d) or `torch_weight[f, c, i, j]`
+(Conv2d).
 
-Why it is exact: output row y = 2m + r of the transposed convolution only sees input rows m - 1,
+Why not `flax.linen.ConvTranspose`: XLA differentiates a transposed convolution into a
+window-dilated convolution with no fast CPU path (FACTS.md: 2,800 ms against 44 ms in PyTorch for
+16x16 -> 32x32, 128 -> 64 channels, batch 64). A transposed convolution is the adjoint of the
+strided convolution with the kernel's in/out axes swapped, so `up_conv_2x` has a custom VJP made
+of strided convolutions, which XLA runs fast: input gradient = strided_conv(dy, kernel^T),
+kernel gradient = that convolution's own kernel gradient. Symmetrically `down_conv_2x` takes its
+input gradient from `transposed_conv`. The forward transposed convolution (`transposed_conv`)
+is either `lax.conv_transpose` or the phase-decomposed form (below), whichever measured faster
+for the shape.
+
+The phase-decomposed form (`up_conv_2x_phases`): output row y = 2m + r only sees input rows m - 1,
 m, m + 1, and which 4x4 tap meets which of them depends only on the phase r. PyTorch's definition
 `out[2*iy - 1 + i] += x[iy] * w[i]` gives, per phase r and 3x3 tap t (input row m + t - 1):
     r = 0: t = 0 <- i = 3, t = 1 <- i = 1 (t = 2 unused)
     r = 1: t = 1 <- i = 2, t = 2 <- i = 0 (t = 0 unused)
-and the same along columns. `_PHASE_TAPS` holds this table as a constant 0/1 tensor, so the 3x3
-kernel is a gather (an einsum) of the 4x4 one and the layer keeps PyTorch's parameter: "kernel" of
-shape (4, 4, C, F), `kernel[i, j, c, f] == torch_weight[c, f, i, j]`.
+and the same along columns. `_PHASE_TAPS` holds this table as a constant 0/1 tensor; the layer is
+ONE stride-1 3x3 convolution to 4*F channels with the kernel gathered from the 4x4 one, then
+depth-to-space.
+
+Measured on the 2-core CPU, batch 64, the DC-cGAN train step (64x64, ngf = ndf = 64), each
+variant against the previous in the same process (experiments/benchmarks/gan_step.py for the
+whole step against PyTorch):
+    autodiff of the phase form (FACTS.md's lead)                      1,180-1,250 ms
+    autodiff of gemm + col2im (PyTorch's algorithm: x @ kernel to all
+      16 taps, then each output phase sums 4 shifted taps)            1,010-1,140 ms
+    custom VJP from strided convolutions, forward lax.conv_transpose  1,020-1,070 ms
+    + the phase form where it is faster per layer (`transposed_conv`)
+      and as DownConv2x's input gradient (quiet machine, with G's forward
+      pass shared by steps.py): 866 ms median against 958 ms without
+      (a busy machine showed no difference: 1,578 against 1,565 ms)
+The phase form is kept where it wins per layer: forward 16x16x128 -> 32x32x64 in 35 against
+51 ms; the discriminator's input gradient at 16x16x128 -> 32x32x64 in 36 against 59 ms.
+For the discriminator's strided convolution XLA's own forward and kernel gradient were the
+fastest measured: im2col (space-to-depth + one matmul) took 74 against 19 ms forward and 107
+against 31 ms for the kernel gradient at 32x32x64 -> 16x16x128; sixteen per-tap matmuls for the
+kernel gradient 122 against 70 ms (busy machine); batching the real and fake passes into one
+batch of 128 took 678 ms against 2 x 246 ms.
+Per layer, the custom VJP's backward took 43 + 37 ms (input + kernel gradient) at 4x4x512 ->
+8x8x256 against 133 + 122 ms for the phase form's autodiff and 51 + 54 ms for gemm + col2im's.
 """
 
 from collections.abc import Callable
@@ -89,17 +120,33 @@ def up_conv_2x_phases(x: jax.Array, kernel: jax.Array) -> jax.Array:
     return depth_to_space(phases)
 
 
-# Per output phase r, the (4x4 tap, input offset) pairs that meet in output row 2m + r:
-# out[2m] = Y[m, tap 1] + Y[m - 1, tap 3], out[2m + 1] = Y[m, tap 2] + Y[m + 1, tap 0].
-_PHASE_SOURCES = (((1, 0), (3, -1)), ((2, 0), (0, 1)))
+def strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """PyTorch Conv2d(k=4, s=2, p=1, no bias): (B, H, W, C) x (4, 4, C, F) -> (B, H/2, W/2, F)."""
+    return jax.lax.conv_general_dilated(
+        x,
+        kernel,
+        window_strides=(2, 2),
+        padding=((1, 1), (1, 1)),
+        dimension_numbers=("NHWC", "HWIO", "NHWC"),
+    )
 
 
-def up_conv_2x_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
-    """PyTorch ConvTranspose2d(k=4, s=2, p=1, no bias) as one matmul plus a 16-tap col2im.
+def transposed_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """ConvTranspose2d(k=4, s=2, p=1) values by whichever exact form is faster for the shape.
 
-    Every input pixel times every tap, Y = x @ kernel (B*H*W, C) x (C, 16*F), then each output
-    phase sums its four shifted taps of Y: PyTorch's own CPU algorithm (gemm + col2im), with no
-    multiplications wasted and a gradient made of two matmuls and shifted slices.
+    Forward only (no autodiff through it is needed: see `up_conv_2x` and `down_conv_2x`).
+    Measured on the 2-core CPU, batch 64: the phase form wins from 16x16 inputs with 64 or more
+    output channels (16x16x128 -> 32x32x64: 35 ms against 51 ms for lax.conv_transpose), and
+    loses on small images (4x4x512 -> 8x8x256: 54 against 16 ms) and one-channel outputs.
+    """
+    if x.shape[1] >= 16 and kernel.shape[-1] >= 8:
+        return up_conv_2x_phases(x, kernel)
+    return conv_transpose_reference(x, kernel)
+
+
+@jax.custom_vjp
+def up_conv_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """PyTorch ConvTranspose2d(k=4, s=2, p=1, no bias), with a gradient XLA CPU runs fast.
 
     Args:
         x: (B, H, W, C) float.
@@ -108,27 +155,60 @@ def up_conv_2x_matmul(x: jax.Array, kernel: jax.Array) -> jax.Array:
     Returns:
         (B, 2H, 2W, F).
     """
-    batch, height, width, channels = x.shape
-    features = kernel.shape[-1]
-    taps = x.reshape(-1, channels) @ kernel.transpose(2, 0, 1, 3).reshape(channels, 16 * features)
-    taps = taps.reshape(batch, height, width, 4, 4, features)
-    padded = jnp.pad(taps, ((0, 0), (1, 1), (1, 1), (0, 0), (0, 0), (0, 0)))
-    rows = []
-    for row_sources in _PHASE_SOURCES:
-        columns = []
-        for column_sources in _PHASE_SOURCES:
-            columns.append(
-                sum(
-                    padded[:, 1 + dy : 1 + dy + height, 1 + dx : 1 + dx + width, i, j]
-                    for i, dy in row_sources
-                    for j, dx in column_sources
-                )
-            )
-        rows.append(jnp.stack(columns, axis=3))  # (B, H, W, 2 column phases, F)
-    return jnp.stack(rows, axis=2).reshape(batch, 2 * height, 2 * width, features)
+    return transposed_conv(x, kernel)
 
 
-up_conv_2x = up_conv_2x_matmul
+def _up_conv_2x_forward(x, kernel):
+    return transposed_conv(x, kernel), (x, kernel)
+
+
+def _up_conv_2x_backward(residuals, output_grad):
+    # The transposed convolution is the adjoint of the strided convolution with the kernel's
+    # in/out swapped, so its input gradient IS that strided convolution of output_grad, and its
+    # kernel gradient is that convolution's kernel gradient with cotangent x. Both are XLA's
+    # fast strided-convolution kernels; autodiff of lax.conv_transpose gives a window-dilated
+    # convolution instead (FACTS.md: 60x slower than PyTorch).
+    x, kernel = residuals
+    x_grad, pullback = jax.vjp(
+        lambda swapped: strided_conv(output_grad, swapped), kernel.transpose(0, 1, 3, 2)
+    )
+    (swapped_grad,) = pullback(x)
+    return x_grad, swapped_grad.transpose(0, 1, 3, 2)
+
+
+up_conv_2x.defvjp(_up_conv_2x_forward, _up_conv_2x_backward)
+
+
+@jax.custom_vjp
+def down_conv_2x(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    """PyTorch Conv2d(k=4, s=2, p=1, no bias), with its input gradient by `transposed_conv`.
+
+    Args:
+        x: (B, H, W, C) float.
+        kernel: (4, 4, C, F).
+
+    Returns:
+        (B, H/2, W/2, F).
+    """
+    return strided_conv(x, kernel)
+
+
+def _down_conv_2x_forward(x, kernel):
+    return strided_conv(x, kernel), (x, kernel)
+
+
+def _down_conv_2x_backward(residuals, output_grad):
+    x, kernel = residuals
+    # The input gradient is the transposed convolution with the in/out-swapped kernel; XLA's own
+    # (an lhs-dilated convolution) took 59 ms against 36 ms for the phase form at 16x16x128 ->
+    # 32x32x64. The kernel gradient stays XLA's (fastest of those measured).
+    x_grad = transposed_conv(output_grad, kernel.transpose(0, 1, 3, 2))
+    _, pullback = jax.vjp(lambda k: strided_conv(x, k), kernel)
+    (kernel_grad,) = pullback(output_grad)
+    return x_grad, kernel_grad
+
+
+down_conv_2x.defvjp(_down_conv_2x_forward, _down_conv_2x_backward)
 
 
 def conv_transpose_reference(
@@ -158,6 +238,23 @@ def conv_transpose_reference(
         padding=((edge, edge), (edge, edge)),
         dimension_numbers=("NHWC", "HWIO", "NHWC"),
     )
+
+
+class DownConv2x(nn.Module):
+    """PyTorch `Conv2d(C, features, 4, 2, 1, bias=False)`: (B,H,W,C) -> (B,H/2,W/2,features).
+
+    Attributes:
+        features: output channels.
+        kernel_init: initialiser of "kernel" (4, 4, C, features); DCGAN's normal(0, 0.02).
+    """
+
+    features: int
+    kernel_init: Callable = dcgan_kernel_init
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
+        return down_conv_2x(x, kernel.astype(x.dtype))
 
 
 class UpConv2x(nn.Module):

@@ -12,7 +12,8 @@ One `gan_train_step` is the PyTorch DCGAN tutorial's iteration:
      not updated here), then D on the real batch and D on the fakes as two separate forward passes
      (each normalised by its own batch statistics, as the tutorial's two netD calls), loss
      BCE(D(x), 1) + BCE(D(G(z)), 0), one optimiser update of D.
-  2. G step: the same z (the tutorial reuses its fakes; inside one jit XLA shares the forward pass),
+  2. G step: the same fakes (the tutorial reuses `fake`; the forward pass of G is kept by
+     `jax.vjp` and shared, which measured 9-16% faster than letting each step run its own),
      non-saturating loss BCE(D(G(z)), 1) through the updated D in train mode, one update of G.
      G's and D's running statistics are updated, as the tutorial's forward passes update them.
   The fakes are conditioned on the batch's real labels, so a per-class GAN stays in its class.
@@ -114,41 +115,39 @@ def _apply_discriminator(discriminator, params, batch_stats, images, labels, dro
     return logits, updated.get("batch_stats", {})
 
 
-def discriminator_step(
-    state: state_lib.GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
-) -> tuple[state_lib.GANState, Metrics]:
-    """One update of D on a real batch and as many fakes, G held fixed.
+def _generate_for_training(
+    state: state_lib.GANState, labels: jax.Array, key: jax.Array, axis_name: str | None
+):
+    """G's train-mode forward pass for a step: (fakes, pullback to g_params, new batch_stats).
 
-    Example:
-        step = jax.jit(steps.discriminator_step)
-        gan_state, metrics = step(gan_state, {"image": x, "label": y}, jax.random.key(0))
-        metrics["loss/d"], metrics["d/real_prob"], metrics["d/fake_prob"]
-
-    Args:
-        state: the GANState.
-        batch: {"image": [B, S, S, 1] in [-1, 1], "label": int32 [B]} (this device's share under
-            axis_name).
-        key: PRNG key of this step (z, dropout).
-        axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
-            or None for a global-view (jit) call.
-
-    Returns:
-        (new state, metrics) with "loss/d", "d/real_prob" (mean sigmoid(D(x))) and "d/fake_prob"
-        (mean sigmoid(D(G(z))) before the update), scalars. state.step is unchanged.
+    `jax.vjp` keeps what the backward pass needs, so the D step and the G step of one iteration
+    share this forward pass, as the tutorial's G step reuses the D step's `fake`. Measured on the
+    2-core CPU (64x64, batch 64): XLA did NOT merge the two identical forward passes of separate
+    calls by itself (G forward + G forward-and-backward took 573 ms against 415 ms for the
+    latter alone); the whole step took 1,371 ms shared against 1,500 ms unshared (busy machine).
     """
-    generator, discriminator = _modules(state, axis_name)
+    generator, _ = _modules(state, axis_name)
+    latent_key, _ = _step_keys(key, axis_name)
+    z = _step_latents(latent_key, labels.shape[0], state.nz, axis_name)
+
+    def forward(g_params):
+        fakes, updated = generator.apply(
+            {"params": g_params, "batch_stats": state.g_batch_stats},
+            z,
+            labels,
+            train=True,
+            mutable=["batch_stats"],
+        )
+        return fakes, updated.get("batch_stats", {})
+
+    fakes, pullback, g_batch_stats = jax.vjp(forward, state.g_params, has_aux=True)
+    return fakes, pullback, g_batch_stats
+
+
+def _discriminator_update(state, batch, fakes, key, axis_name):
+    _, discriminator = _modules(state, axis_name)
     images, labels = batch["image"], batch["label"]
-    latent_key, dropout_key = _step_keys(key, axis_name)
-    z = _step_latents(latent_key, images.shape[0], state.nz, axis_name)
-    # G runs in train mode (batch statistics, as the tutorial's netG) but its running statistics
-    # are left to the G step, so they move once per iteration as in the tutorial.
-    fakes, _ = generator.apply(
-        {"params": state.g_params, "batch_stats": state.g_batch_stats},
-        z,
-        labels,
-        train=True,
-        mutable=["batch_stats"],
-    )
+    _, dropout_key = _step_keys(key, axis_name)
     fakes = jax.lax.stop_gradient(fakes)
     real_key, fake_key = jax.random.split(dropout_key)
 
@@ -180,6 +179,65 @@ def discriminator_step(
     return new_state, _mean_over(metrics, axis_name)
 
 
+def _generator_update(state, batch, generated, key, axis_name):
+    _, discriminator = _modules(state, axis_name)
+    labels = batch["label"]
+    _, dropout_key = _step_keys(key, axis_name)
+    fakes, pullback, g_batch_stats = generated
+
+    def loss_fn(fakes):
+        fake_logits, d_batch_stats = _apply_discriminator(
+            discriminator, state.d_params, state.d_batch_stats, fakes, labels, dropout_key
+        )
+        return _mean_over(losses.generator_loss(fake_logits), axis_name), d_batch_stats
+
+    (loss, d_batch_stats), fakes_grad = jax.value_and_grad(loss_fn, has_aux=True)(fakes)
+    (grads,) = pullback(fakes_grad)
+    grads = _mean_over(grads, axis_name)
+    updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
+    g_params = optax.apply_updates(state.g_params, updates)
+    ema_g_params = state.ema_g_params
+    if state.ema_decay > 0:
+        ema_g_params = optax.incremental_update(g_params, ema_g_params, 1.0 - state.ema_decay)
+    new_state = state.replace(
+        g_params=g_params,
+        g_batch_stats=g_batch_stats,
+        d_batch_stats=d_batch_stats,
+        g_opt_state=g_opt_state,
+        ema_g_params=ema_g_params,
+    )
+    return new_state, _mean_over({"loss/g": loss}, axis_name)
+
+
+def discriminator_step(
+    state: state_lib.GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+) -> tuple[state_lib.GANState, Metrics]:
+    """One update of D on a real batch and as many fakes, G held fixed.
+
+    G runs in train mode (batch statistics, as the tutorial's netG) but its running statistics
+    are left to the G step, so that they move once per iteration as in the tutorial.
+
+    Example:
+        step = jax.jit(steps.discriminator_step)
+        gan_state, metrics = step(gan_state, {"image": x, "label": y}, jax.random.key(0))
+        metrics["loss/d"], metrics["d/real_prob"], metrics["d/fake_prob"]
+
+    Args:
+        state: the GANState.
+        batch: {"image": [B, S, S, 1] in [-1, 1], "label": int32 [B]} (this device's share under
+            axis_name).
+        key: PRNG key of this step (z, dropout).
+        axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
+            or None for a global-view (jit) call.
+
+    Returns:
+        (new state, metrics) with "loss/d", "d/real_prob" (mean sigmoid(D(x))) and "d/fake_prob"
+        (mean sigmoid(D(G(z))) before the update), scalars. state.step is unchanged.
+    """
+    fakes, _, _ = _generate_for_training(state, batch["label"], key, axis_name)
+    return _discriminator_update(state, batch, fakes, key, axis_name)
+
+
 def generator_step(
     state: state_lib.GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
 ) -> tuple[state_lib.GANState, Metrics]:
@@ -203,42 +261,8 @@ def generator_step(
         (new state, {"loss/g": scalar}). G's and D's running statistics move (both ran in train
         mode); ema_g_params follows the new params when ema_decay > 0. state.step is unchanged.
     """
-    generator, discriminator = _modules(state, axis_name)
-    labels = batch["label"]
-    latent_key, dropout_key = _step_keys(key, axis_name)
-    z = _step_latents(latent_key, labels.shape[0], state.nz, axis_name)
-
-    def loss_fn(g_params):
-        fakes, g_updated = generator.apply(
-            {"params": g_params, "batch_stats": state.g_batch_stats},
-            z,
-            labels,
-            train=True,
-            mutable=["batch_stats"],
-        )
-        fake_logits, d_batch_stats = _apply_discriminator(
-            discriminator, state.d_params, state.d_batch_stats, fakes, labels, dropout_key
-        )
-        loss = _mean_over(losses.generator_loss(fake_logits), axis_name)
-        return loss, (g_updated.get("batch_stats", {}), d_batch_stats)
-
-    (loss, (g_batch_stats, d_batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-        state.g_params
-    )
-    grads = _mean_over(grads, axis_name)
-    updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
-    g_params = optax.apply_updates(state.g_params, updates)
-    ema_g_params = state.ema_g_params
-    if state.ema_decay > 0:
-        ema_g_params = optax.incremental_update(g_params, ema_g_params, 1.0 - state.ema_decay)
-    new_state = state.replace(
-        g_params=g_params,
-        g_batch_stats=g_batch_stats,
-        d_batch_stats=d_batch_stats,
-        g_opt_state=g_opt_state,
-        ema_g_params=ema_g_params,
-    )
-    return new_state, _mean_over({"loss/g": loss}, axis_name)
+    generated = _generate_for_training(state, batch["label"], key, axis_name)
+    return _generator_update(state, batch, generated, key, axis_name)
 
 
 def gan_train_step(
@@ -276,18 +300,27 @@ def gan_train_step(
         (new state, metrics): "loss/d", "d/real_prob", "d/fake_prob" (means over the D steps) and
         "loss/g" (mean over the G steps), scalars.
     """
+    # D step 0 and G step 0 share a key, so the same z and, since the D steps leave G's params
+    # alone, the same forward pass of G (the tutorial's reuse of `fake`).
+    first_key = jax.random.fold_in(key, 0)
+    first_generated = _generate_for_training(state, batch["label"], first_key, axis_name)
     d_metrics = []
     for index in range(d_steps_per_g_step):
-        state, metrics = discriminator_step(
-            state, batch, jax.random.fold_in(key, index), axis_name=axis_name
-        )
+        step_key = jax.random.fold_in(key, index)
+        if index == 0:
+            fakes = first_generated[0]
+        else:
+            fakes, _, _ = _generate_for_training(state, batch["label"], step_key, axis_name)
+        state, metrics = _discriminator_update(state, batch, fakes, step_key, axis_name)
         d_metrics.append(metrics)
     g_metrics = []
     for index in range(g_steps_per_d_step):
-        # Step 0 of G shares step 0 of D's key, so both see the same z (the tutorial's reuse).
-        state, metrics = generator_step(
-            state, batch, jax.random.fold_in(key, index), axis_name=axis_name
-        )
+        step_key = jax.random.fold_in(key, index)
+        if index == 0:
+            generated = first_generated
+        else:
+            generated = _generate_for_training(state, batch["label"], step_key, axis_name)
+        state, metrics = _generator_update(state, batch, generated, step_key, axis_name)
         g_metrics.append(metrics)
     metrics = jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *d_metrics)
     metrics.update(jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *g_metrics))

@@ -1,0 +1,316 @@
+"""DC-cGAN train step speed: this library (JAX) against PyTorch, side by side in one run.
+
+The step is the first report's: 64x64x1 images, batch 64, nz 100, ngf = ndf = 64, label
+conditioning (G: embedding concatenated with z; D: a label plane), BCE, Adam(2e-4, 0.5), one D and
+one G update. The PyTorch side is the DCGAN tutorial's training iteration made conditional, as the
+report wrote it (nn.Sigmoid + nn.BCELoss, errD_real.backward(), fake.detach(), ...), on CPU with
+2 threads. Before timing, the PyTorch networks are loaded with the JAX initial weights and both
+forward passes are compared (same architecture, max abs difference printed).
+
+Rounds alternate between the implementations so that a busy machine slows both alike; each
+round times `--steps_per_round` steps after warm-up, the table gives the median step time.
+
+    pip install torch==2.13.0        # the PyTorch side only (CPU build)
+    python -m experiments.benchmarks.gan_step
+    python -m experiments.benchmarks.gan_step --batch_size=64 --rounds=5 --torch_compile=false
+
+Without torch installed it times the JAX side alone.
+"""
+
+import functools
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl import app, flags
+
+from experiments.configs import dcgan as dcgan_config
+from xraygan_jax.models import gan
+from xraygan_jax.train import optimizers, steps
+from xraygan_jax.train import state as state_lib
+
+_BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
+_IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Image side (32, 64 or 128).")
+_ROUNDS = flags.DEFINE_integer("rounds", 3, "Timed rounds per implementation.")
+_STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 3, "Steps timed per round.")
+_TORCH_THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
+_TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "Also time torch.compile'd networks.")
+_TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference (needs torch).")
+
+NUM_CLASSES = 2
+
+
+def _jax_side(config, batch_size: int, image_size: int):
+    """(initial GANState, a function running one step and waiting for it)."""
+    generator, discriminator = gan.make_gan(
+        config.model, image_size=image_size, num_classes=NUM_CLASSES
+    )
+    init = functools.partial(
+        state_lib.create_gan_state,
+        generator,
+        discriminator,
+        optimizers.make_optimizer(config.optim, "g"),
+        optimizers.make_optimizer(config.optim, "d"),
+        image_size=image_size,
+        nz=config.model.nz,
+    )
+    initial_state = jax.jit(init)(jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": jnp.asarray(
+            rng.uniform(-1, 1, (batch_size, image_size, image_size, 1)), jnp.float32
+        ),
+        "label": jnp.asarray(rng.integers(0, NUM_CLASSES, batch_size), jnp.int32),
+    }
+    train_step = jax.jit(steps.gan_train_step, donate_argnums=0)
+    base_key = jax.random.key(1)
+    # A copy to donate; initial_state stays for the parity check.
+    holder = {"state": jax.tree.map(jnp.copy, initial_state), "step": 0}
+
+    def run_step():
+        key = jax.random.fold_in(base_key, holder["step"])
+        holder["state"], metrics = train_step(holder["state"], batch, key)
+        jax.block_until_ready(metrics)
+        holder["step"] += 1
+
+    return initial_state, batch, run_step
+
+
+def _torch_modules(torch, config, image_size: int):
+    """The report's conditional DCGAN in PyTorch (the tutorial's layers, NCHW)."""
+    nn = torch.nn
+    nz, ngf, ndf, embed_dim = (
+        config.model.nz,
+        config.model.ngf,
+        config.model.ndf,
+        config.model.embed_dim,
+    )
+    num_up = gan.num_up_convs(image_size)
+
+    class Generator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.label_embedding = nn.Embedding(NUM_CLASSES, embed_dim)
+            width = ngf * 2 ** (num_up - 1)
+            layers = [
+                nn.ConvTranspose2d(nz + embed_dim, width, 4, 1, 0, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(True),
+            ]
+            for _ in range(num_up - 1):
+                layers += [
+                    nn.ConvTranspose2d(width, width // 2, 4, 2, 1, bias=False),
+                    nn.BatchNorm2d(width // 2),
+                    nn.ReLU(True),
+                ]
+                width //= 2
+            layers += [nn.ConvTranspose2d(width, 1, 4, 2, 1, bias=False), nn.Tanh()]
+            self.main = nn.Sequential(*layers)
+
+        def forward(self, z, labels):
+            x = torch.cat([z, self.label_embedding(labels)], 1)
+            return self.main(x[:, :, None, None])
+
+    class Discriminator(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.label_plane = nn.Embedding(NUM_CLASSES, image_size * image_size)
+            layers = [nn.Conv2d(2, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True)]
+            width = ndf
+            for _ in range(num_up - 1):
+                layers += [
+                    nn.Conv2d(width, width * 2, 4, 2, 1, bias=False),
+                    nn.BatchNorm2d(width * 2),
+                    nn.LeakyReLU(0.2, inplace=True),
+                ]
+                width *= 2
+            layers += [nn.Conv2d(width, 1, 4, 1, 0, bias=False), nn.Sigmoid()]
+            self.main = nn.Sequential(*layers)
+
+        def forward(self, images, labels):
+            plane = self.label_plane(labels).view(-1, 1, image_size, image_size)
+            return self.main(torch.cat([images, plane], 1))
+
+    return Generator(), Discriminator()
+
+
+def _load_jax_weights(torch, generator, discriminator, state) -> None:
+    """Copies the JAX initial parameters into the PyTorch modules (NHWC/HWIO -> NCHW/OIHW)."""
+
+    def tensor(array):
+        return torch.from_numpy(np.array(array))
+
+    g_params, d_params = state.g_params, state.d_params
+    with torch.no_grad():
+        generator.label_embedding.weight.copy_(tensor(g_params["label_embedding"]["embedding"]))
+        convs = [m for m in generator.main if isinstance(m, torch.nn.ConvTranspose2d)]
+        norms = [m for m in generator.main if isinstance(m, torch.nn.BatchNorm2d)]
+        project = np.asarray(g_params["project"]["kernel"])
+        width = convs[0].weight.shape[1]
+        # Dense column (i*4 + j)*F + f is tap (i, j) of feature f (tests/models/test_layers.py).
+        convs[0].weight.copy_(tensor(project.reshape(-1, 4, 4, width).transpose(0, 3, 1, 2)))
+        for index, conv in enumerate(convs[1:]):
+            kernel = np.asarray(g_params[f"UpConv2x_{index}"]["kernel"])
+            conv.weight.copy_(tensor(kernel.transpose(2, 3, 0, 1)))
+        for index, norm in enumerate(norms):
+            norm.weight.copy_(tensor(g_params[f"BatchNorm_{index}"]["scale"]))
+            norm.bias.copy_(tensor(g_params[f"BatchNorm_{index}"]["bias"]))
+        discriminator.label_plane.weight.copy_(tensor(d_params["label_plane"]["embedding"]))
+        convs = [m for m in discriminator.main if isinstance(m, torch.nn.Conv2d)]
+        norms = [m for m in discriminator.main if isinstance(m, torch.nn.BatchNorm2d)]
+        names = [f"DownConv2x_{index}" for index in range(len(convs) - 1)] + ["Conv_0"]
+        for name, conv in zip(names, convs, strict=True):
+            kernel = np.asarray(d_params[name]["kernel"])
+            conv.weight.copy_(tensor(kernel.transpose(3, 2, 0, 1)))
+        for index, norm in enumerate(norms):
+            norm.weight.copy_(tensor(d_params[f"BatchNorm_{index}"]["scale"]))
+            norm.bias.copy_(tensor(d_params[f"BatchNorm_{index}"]["bias"]))
+
+
+def _parity(torch, generator, discriminator, state, batch) -> tuple[float, float]:
+    """Max |JAX - PyTorch| of G's images and D's probabilities, train mode, same inputs."""
+    z = np.array(steps.sample_latents(jax.random.key(2), batch["label"].shape[0], state.nz))
+    labels = np.array(batch["label"])
+    variables = {"params": state.g_params, "batch_stats": state.g_batch_stats}
+    jax_images, _ = state.generator.apply(variables, z, labels, train=True, mutable=["batch_stats"])
+    variables = {"params": state.d_params, "batch_stats": state.d_batch_stats}
+    jax_logits, _ = state.discriminator.apply(
+        variables, batch["image"], labels, train=True, mutable=["batch_stats"]
+    )
+    generator.train(), discriminator.train()
+    with torch.no_grad():
+        torch_images = generator(torch.from_numpy(z), torch.from_numpy(labels).long())
+        images = torch.from_numpy(np.asarray(batch["image"]).transpose(0, 3, 1, 2).copy())
+        torch_probs = discriminator(images, torch.from_numpy(labels).long()).view(-1)
+    image_difference = np.max(
+        np.abs(np.asarray(jax_images).transpose(0, 3, 1, 2) - torch_images.numpy())
+    )
+    prob_difference = np.max(np.abs(np.asarray(jax.nn.sigmoid(jax_logits)) - torch_probs.numpy()))
+    return float(image_difference), float(prob_difference)
+
+
+def _torch_step_fn(torch, config, generator, discriminator, batch, nz: int):
+    """The tutorial's training iteration (conditional), as a function of no arguments."""
+    criterion = torch.nn.BCELoss()
+    betas = (config.optim.b1, config.optim.b2)
+    optimizer_d = torch.optim.Adam(discriminator.parameters(), lr=config.optim.d_lr, betas=betas)
+    optimizer_g = torch.optim.Adam(generator.parameters(), lr=config.optim.g_lr, betas=betas)
+    images = torch.from_numpy(np.asarray(batch["image"]).transpose(0, 3, 1, 2).copy())
+    labels = torch.from_numpy(np.array(batch["label"])).long()
+    batch_size = images.shape[0]
+    real_label, fake_label = 1.0, 0.0
+
+    def step():
+        discriminator.zero_grad()
+        target = torch.full((batch_size,), real_label)
+        output = discriminator(images, labels).view(-1)
+        error_real = criterion(output, target)
+        error_real.backward()
+        noise = torch.randn(batch_size, nz)
+        fake = generator(noise, labels)
+        target.fill_(fake_label)
+        output = discriminator(fake.detach(), labels).view(-1)
+        error_fake = criterion(output, target)
+        error_fake.backward()
+        optimizer_d.step()
+        generator.zero_grad()
+        target.fill_(real_label)
+        output = discriminator(fake, labels).view(-1)
+        error_g = criterion(output, target)
+        error_g.backward()
+        optimizer_g.step()
+        return error_real.item() + error_fake.item(), error_g.item()
+
+    return step
+
+
+def _time_round(run_step, steps_per_round: int) -> float:
+    """Median seconds per step over one round."""
+    times = []
+    for _ in range(steps_per_round):
+        start = time.perf_counter()
+        run_step()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def main(argv):
+    del argv
+    config = dcgan_config.get_config()
+    batch_size, image_size = _BATCH_SIZE.value, _IMAGE_SIZE.value
+    print(
+        f"jax {jax.__version__} on {jax.devices()[0].device_kind}; batch {batch_size}, "
+        f"{image_size}x{image_size}, nz {config.model.nz}, ngf {config.model.ngf}, "
+        f"ndf {config.model.ndf}"
+    )
+
+    runners = {}
+    start = time.perf_counter()
+    initial_state, batch, jax_step = _jax_side(config, batch_size, image_size)
+    jax_step()  # compile
+    print(f"JAX compile + first step: {time.perf_counter() - start:.1f} s")
+    runners["JAX (xraygan_jax, jit)"] = jax_step
+
+    if _TORCH.value:
+        try:
+            import torch
+        except ImportError:
+            torch = None
+            print("torch is not installed: timing the JAX side only")
+        if torch is not None:
+            torch.set_num_threads(_TORCH_THREADS.value)
+            torch.manual_seed(0)
+            generator, discriminator = _torch_modules(torch, config, image_size)
+            _load_jax_weights(torch, generator, discriminator, initial_state)
+            image_difference, prob_difference = _parity(
+                torch, generator, discriminator, initial_state, batch
+            )
+            print(
+                f"same weights, train-mode forward: max |G(z) diff| {image_difference:.1e}, "
+                f"max |D(x) diff| {prob_difference:.1e}"
+            )
+            runners[f"PyTorch {torch.__version__} eager"] = _torch_step_fn(
+                torch, config, generator, discriminator, batch, config.model.nz
+            )
+            if _TORCH_COMPILE.value:
+                try:
+                    start = time.perf_counter()
+                    compiled_g, compiled_d = _torch_modules(torch, config, image_size)
+                    compiled_g.load_state_dict(generator.state_dict())
+                    compiled_d.load_state_dict(discriminator.state_dict())
+                    compiled_step = _torch_step_fn(
+                        torch,
+                        config,
+                        torch.compile(compiled_g),
+                        torch.compile(compiled_d),
+                        batch,
+                        config.model.nz,
+                    )
+                    compiled_step()
+                    compiled_step()
+                    print(f"torch.compile warm-up: {time.perf_counter() - start:.1f} s")
+                    runners["PyTorch torch.compile"] = compiled_step
+                except Exception as error:  # noqa: BLE001 - an optional row; report and go on
+                    print(f"torch.compile skipped: {type(error).__name__}: {error}")
+
+    for run_step in runners.values():
+        run_step()  # warm-up
+    rounds = {name: [] for name in runners}
+    for _ in range(_ROUNDS.value):
+        for name, run_step in runners.items():
+            rounds[name].append(_time_round(run_step, _STEPS_PER_ROUND.value))
+
+    medians = {name: statistics.median(times) for name, times in rounds.items()}
+    eager = next((medians[name] for name in medians if name.endswith("eager")), None)
+    print()
+    print(f"{'implementation':<32} {'ms/step':>9} {'images/s':>9} {'vs PyTorch eager':>17}")
+    for name, seconds in medians.items():
+        ratio = f"{eager / seconds:.2f}x" if eager else "-"
+        print(f"{name:<32} {1000 * seconds:>9.0f} {batch_size / seconds:>9.1f} {ratio:>17}")
+    print("(ratio > 1: faster than PyTorch eager; median over rounds of per-round medians)")
+
+
+if __name__ == "__main__":
+    app.run(main)
