@@ -9,6 +9,7 @@ reader must find.
 from __future__ import annotations
 
 import dataclasses
+import os
 import pathlib
 
 import numpy as np
@@ -141,3 +142,19 @@ def kermany_tree(tmp_path) -> KermanyTree:
         ignored=(".DS_Store", "._NORMAL-L-0.jpeg", "__MACOSX", "duplicate-"),
         small=small,
     )
+
+
+def fid_weights_or_skip(load):
+    """Returns `load()`; when the FID Inception weights are missing, skips (fails under CI=true).
+
+    The README's test command fetches the weights first (`python -m xraygan_jax.metrics.weights`),
+    so in CI a missing file is a broken set-up, not a reason to skip.
+    """
+    from xraygan_jax.metrics import weights
+
+    try:
+        return load()
+    except weights.WeightsNotFoundError as error:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"FID Inception weights missing in CI: {error}")
+        pytest.skip(f"FID Inception weights not available: {error}")

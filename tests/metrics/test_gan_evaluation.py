@@ -6,9 +6,10 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import fid_weights_or_skip
 
 from experiments.configs import test as test_config
-from xraygan_jax.metrics import fid, gan_evaluation
+from xraygan_jax.metrics import fid, gan_evaluation, weights
 from xraygan_jax.train import gan_loop, generation
 
 pytestmark = pytest.mark.filterwarnings("ignore::xraygan_jax.metrics.fid.SmallSampleWarning")
@@ -16,6 +17,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::xraygan_jax.metrics.fid.SmallSa
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
+    fid_weights_or_skip(lambda: weights.find_source(download=False))
     config = test_config.get_config()
     config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
     config.train.per_class = False

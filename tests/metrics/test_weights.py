@@ -13,17 +13,13 @@ import zipfile
 
 import numpy as np
 import pytest
+from conftest import fid_weights_or_skip
 
 from xraygan_jax.metrics import torch_free_reader, weights
 
 
 def _source_or_skip():
-    try:
-        return weights.find_source(download=False)
-    except weights.WeightsNotFoundError as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"FID Inception weights missing in CI: {error}")
-        pytest.skip(f"FID Inception weights not available: {error}")
+    return fid_weights_or_skip(lambda: weights.find_source(download=False))
 
 
 @pytest.fixture(scope="module")

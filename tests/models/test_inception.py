@@ -7,25 +7,20 @@ with the command that fetches them when CI=true.
 """
 
 import io
-import os
 
 import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import fid_weights_or_skip
 
 from xraygan_jax.metrics import fid, weights
 from xraygan_jax.models import inception
 
 
 def _weights_or_skip():
-    try:
-        return weights.load_params(download=False)
-    except weights.WeightsNotFoundError as error:
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"FID Inception weights missing in CI: {error}")
-        pytest.skip(f"FID Inception weights not available: {error}")
+    return fid_weights_or_skip(lambda: weights.load_params(download=False))
 
 
 @pytest.fixture(scope="module")

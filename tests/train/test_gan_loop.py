@@ -119,7 +119,8 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
     config = _config(tmp_path_factory, per_class=False)
     config.optim.d_lr = float("nan")
-    with pytest.raises(FloatingPointError, match=r"non-finite loss/[dg]=nan at step \d+ \(epoch 2\)"):
+    message = r"non-finite loss/[dg]=nan at step \d+ \(epoch 2\)"
+    with pytest.raises(FloatingPointError, match=message):
         gan_loop.train_and_evaluate(config, workdir)
     assert generation.checkpoint_epochs(workdir, "conditional") == [1]
     jax.tree.map(np.testing.assert_array_equal, good, _final_params(workdir, "conditional"))
