@@ -196,3 +196,36 @@ def test_launcher_rejects_a_batch_that_does_not_divide_over_devices(tmp_path):
     )
     assert result.returncode != 0
     assert "batch_size 6 does not divide over 4 devices" in result.stderr
+
+
+def test_generate_launcher_writes_the_asked_number_per_class(per_class_run, tmp_path):
+    _, workdir, _ = per_class_run
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.generate",
+            f"--workdir={workdir}",
+            "--num_per_class=3",
+            "--epoch=1",
+            f"--out={tmp_path}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "NORMAL: 3 images from checkpoint epoch 1" in result.stdout
+    for name in ("NORMAL", "PNEUMONIA"):
+        assert sorted(p.name for p in (tmp_path / name).iterdir()) == [
+            f"{name}_0000{i}.png" for i in range(3)
+        ]
+
+
+def test_generate_names_the_saved_epochs_when_asked_for_another(per_class_run):
+    _, workdir, _ = per_class_run
+    with pytest.raises(
+        FileNotFoundError, match=r"no checkpoint of epoch 7 .* saved epochs: \[1, 2\]"
+    ):
+        generation.load_gan_state(workdir, "NORMAL", 7)
