@@ -234,23 +234,35 @@ def _train_one_gan(
     evaluator = None
     last: dict[str, float] = {}
     rate = None
+
+    def record(step_done: int, epoch: int, metrics) -> None:
+        """Reads one step's metrics: NaN check, progress line, metrics.jsonl."""
+        nonlocal last, rate
+        last = {k: float(v) for k, v in jax.device_get(metrics).items()}
+        _check_finite(last, name, step_done, epoch, checkpoints)
+        rate = progress.update(
+            step_done - first_step,
+            f"epoch {epoch}/{num_epochs} loss/d {last['loss/d']:.3f} loss/g {last['loss/g']:.3f}",
+        )
+        if jax.process_index() == 0:
+            writer.write(
+                {"gan": name, "epoch": epoch, "step": step_done, **last, "images_per_s": rate}
+            )
+
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, num_epochs + 1):
+        # A step's metrics are read after the next step is dispatched, so the host never waits
+        # for the device between steps; every step of the epoch is read (and NaN-checked)
+        # before anything is sampled or saved.
+        pending = None
         for _ in range(steps_per_epoch):
             batch = sharding.shard_batch(next(iterator), mesh)
             state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step))
             step += 1
-            last = {k: float(v) for k, v in jax.device_get(metrics).items()}
-            _check_finite(last, name, step, epoch, checkpoints)
-            rate = progress.update(
-                step - first_step,
-                f"epoch {epoch}/{num_epochs} "
-                f"loss/d {last['loss/d']:.3f} loss/g {last['loss/g']:.3f}",
-            )
-            if jax.process_index() == 0:
-                writer.write(
-                    {"gan": name, "epoch": epoch, "step": step, **last, "images_per_s": rate}
-                )
+            if pending is not None:
+                record(*pending)
+            pending = (step, epoch, metrics)
+        record(*pending)
         writer.flush()
         if epoch % config.train.sample_every_epochs == 0 or epoch == num_epochs:
             grids += save_sample_grids(
