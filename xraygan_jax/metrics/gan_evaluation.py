@@ -222,16 +222,14 @@ def evaluate_folder(
 
 def plot_fid_by_epoch(records: Sequence[dict], path: str | os.PathLike) -> str:
     """FID against epoch, one line per class (the first report's 20-epoch analysis)."""
+    # FID depends on the sample counts (FACTS.md): they go into each line's label.
     series: dict[str, tuple[list[int], list[float]]] = {}
     for record in sorted(records, key=lambda r: r["epoch"]):
-        epochs, values = series.setdefault(record["class"], ([], []))
+        label = f"{record['class']} (N real {record['num_real']}, generated {record['num_fake']})"
+        epochs, values = series.setdefault(label, ([], []))
         epochs.append(record["epoch"])
         values.append(record["fid"])
-    counts = {(r["num_real"], r["num_fake"]) for r in records}
-    count_note = ", ".join(f"N real {a}, N generated {b}" for a, b in sorted(counts))
-    return viz.plot_metric_by_epoch(
-        series, path, ylabel="FID", title=f"FID against epoch ({count_note})"
-    )
+    return viz.plot_metric_by_epoch(series, path, ylabel="FID", title="FID against epoch")
 
 
 def _fid_line(metrics: dict[str, float]) -> str:
