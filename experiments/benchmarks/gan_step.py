@@ -17,7 +17,6 @@ round times `--steps_per_round` steps after warm-up, the table gives the median 
 Without torch installed it times the JAX side alone.
 """
 
-import functools
 import statistics
 import time
 
@@ -28,8 +27,7 @@ from absl import app, flags
 
 from experiments.configs import dcgan as dcgan_config
 from xraygan_jax.models import gan
-from xraygan_jax.train import optimizers, steps
-from xraygan_jax.train import state as state_lib
+from xraygan_jax.train import gan_loop, steps
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Image side (32, 64 or 128).")
@@ -44,19 +42,8 @@ NUM_CLASSES = 2
 
 def _jax_side(config, batch_size: int, image_size: int):
     """(initial GANState, a function running one step and waiting for it)."""
-    generator, discriminator = gan.make_gan(
-        config.model, image_size=image_size, num_classes=NUM_CLASSES
-    )
-    init = functools.partial(
-        state_lib.create_gan_state,
-        generator,
-        discriminator,
-        optimizers.make_optimizer(config.optim, "g"),
-        optimizers.make_optimizer(config.optim, "d"),
-        image_size=image_size,
-        nz=config.model.nz,
-    )
-    initial_state = jax.jit(init)(jax.random.key(0))
+    config.data.image_size = image_size
+    initial_state = jax.jit(gan_loop.make_init(config, NUM_CLASSES))(jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(

@@ -10,7 +10,6 @@ state; the test asserts each is below 1e-5. Two data-parallel forms are checked:
              exercises the pmean of gradients and BatchNorm's cross-device statistics.
 """
 
-import functools
 import json
 import os
 import pathlib
@@ -61,24 +60,14 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     from jax.sharding import PartitionSpec
 
     from experiments.configs import test as test_config
-    from xraygan_jax.models import gan
-    from xraygan_jax.train import optimizers, sharding, steps
-    from xraygan_jax.train import state as state_lib
+    from xraygan_jax.train import gan_loop, sharding, steps
 
     assert jax.device_count() == NUM_DEVICES, jax.devices()
     config = test_config.get_config()
     image_size, batch_size = 32, 16
-    generator, discriminator = gan.make_gan(config.model, image_size=image_size, num_classes=2)
-    init = functools.partial(
-        state_lib.create_gan_state,
-        generator,
-        discriminator,
-        optimizers.make_optimizer(config.optim, "g"),
-        optimizers.make_optimizer(config.optim, "d"),
-        image_size=image_size,
-        nz=config.model.nz,
-        ema_decay=0.5,
-    )
+    config.data.image_size = image_size
+    config.train.ema_decay = 0.5
+    init = gan_loop.make_init(config, num_classes=2)
     # rbg: the initial values do not matter here, and threefry draws of every parameter shape
     # take long to compile on XLA CPU. The step keys below are default (threefry) keys.
     gan_state = jax.jit(init)(jax.random.key(0, impl="rbg"))

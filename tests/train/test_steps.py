@@ -14,7 +14,7 @@ import pytest
 
 from experiments.configs import test as test_config
 from xraygan_jax.models import gan
-from xraygan_jax.train import losses, optimizers, steps
+from xraygan_jax.train import gan_loop, losses, optimizers, steps
 from xraygan_jax.train import state as state_lib
 
 IMAGE_SIZE = 32
@@ -31,18 +31,9 @@ def _initial_state(kind: str = "dcgan", ema_decay: float = 0.5) -> state_lib.GAN
     # Cached: call with the same spelling of arguments to reuse it.
     config = test_config.get_config()
     config.model.kind = kind
-    generator, discriminator = gan.make_gan(config.model, image_size=IMAGE_SIZE, num_classes=2)
-    init = functools.partial(
-        state_lib.create_gan_state,
-        generator,
-        discriminator,
-        optimizers.make_optimizer(config.optim, "g"),
-        optimizers.make_optimizer(config.optim, "d"),
-        image_size=IMAGE_SIZE,
-        nz=config.model.nz,
-        ema_decay=ema_decay,
-    )
-    return jax.jit(init)(_key(0))
+    config.data.image_size = IMAGE_SIZE
+    config.train.ema_decay = ema_decay
+    return jax.jit(gan_loop.make_init(config, num_classes=2))(_key(0))
 
 
 @functools.cache

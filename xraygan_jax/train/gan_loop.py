@@ -69,14 +69,14 @@ def build_models(config: ml_collections.ConfigDict, num_classes: int):
     return gan.make_gan(config.model, image_size=config.data.image_size, num_classes=num_classes)
 
 
-def abstract_and_init(config: ml_collections.ConfigDict, num_classes: int, mesh: jax.sharding.Mesh):
-    """Returns (abstract_state with replicated shardings, jitted init fn, its key).
+def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.partial:
+    """`key -> GANState` for a config: its models, optimisers, image size, nz and EMA decay.
 
-    The state is built shape-first (`jax.eval_shape`), then materialised directly replicated on
-    the mesh by a jitted init, never on one device first (big_vision's pattern).
+    Example:
+        state = jax.jit(gan_loop.make_init(config, num_classes=2))(jax.random.key(0))
     """
     generator, discriminator = build_models(config, num_classes)
-    init = functools.partial(
+    return functools.partial(
         state_lib.create_gan_state,
         generator,
         discriminator,
@@ -86,6 +86,15 @@ def abstract_and_init(config: ml_collections.ConfigDict, num_classes: int, mesh:
         nz=config.model.nz,
         ema_decay=config.train.ema_decay,
     )
+
+
+def abstract_and_init(config: ml_collections.ConfigDict, num_classes: int, mesh: jax.sharding.Mesh):
+    """Returns (abstract_state with replicated shardings, jitted init fn, its key).
+
+    The state is built shape-first (`jax.eval_shape`), then materialised directly replicated on
+    the mesh by a jitted init, never on one device first (big_vision's pattern).
+    """
+    init = make_init(config, num_classes)
     init_key = jax.random.fold_in(jax.random.key(config.train.seed), _INIT_STREAM)
     replicated = sharding.replicated(mesh)
     abstract = jax.eval_shape(init, init_key)
