@@ -86,6 +86,20 @@ def num_up_convs(image_size: int) -> int:
     return int(math.log2(image_size)) - 2
 
 
+def _dcgan_batch_norm(train: bool, momentum: float, axis_name: str | None) -> nn.BatchNorm:
+    """PyTorch's BatchNorm2d as the DCGAN tutorial uses it (eps 1e-5, scale normal(1, 0.02)).
+
+    Called inside a compact method, so it becomes a submodule of the caller (BatchNorm_i).
+    """
+    return nn.BatchNorm(
+        use_running_average=not train,
+        momentum=momentum,
+        epsilon=_TORCH_BN_EPSILON,
+        scale_init=layers.dcgan_scale_init,
+        axis_name=axis_name,
+    )
+
+
 def _check_conditioning(conditioning: str) -> None:
     if conditioning not in CONDITIONINGS:
         raise ValueError(
@@ -131,13 +145,7 @@ class DCGenerator(nn.Module):
         num_up = num_up_convs(self.image_size)
 
         def batch_norm(x: jax.Array) -> jax.Array:
-            return nn.BatchNorm(
-                use_running_average=not train,
-                momentum=self.bn_momentum,
-                epsilon=_TORCH_BN_EPSILON,
-                scale_init=layers.dcgan_scale_init,
-                axis_name=self.axis_name,
-            )(x)
+            return _dcgan_batch_norm(train, self.bn_momentum, self.axis_name)(x)
 
         embedding = nn.Embed(
             self.num_classes, self.embed_dim, embedding_init=_embedding_init, name="label_embedding"
@@ -175,13 +183,7 @@ class DCDiscriminator(nn.Module):
         for index in range(num_down):
             x = layers.DownConv2x(self.ndf * 2**index)(x)
             if index > 0:
-                x = nn.BatchNorm(
-                    use_running_average=not train,
-                    momentum=self.bn_momentum,
-                    epsilon=_TORCH_BN_EPSILON,
-                    scale_init=layers.dcgan_scale_init,
-                    axis_name=self.axis_name,
-                )(x)
+                x = _dcgan_batch_norm(train, self.bn_momentum, self.axis_name)(x)
             x = nn.leaky_relu(x, _LEAKY_SLOPE)
         logits = nn.Conv(
             1, (4, 4), padding="VALID", use_bias=False, kernel_init=layers.dcgan_kernel_init
