@@ -101,7 +101,7 @@ def test_up_conv_equals_reference_in_values_and_gradients(operands):
 @pytest.mark.parametrize(
     "shape",
     [
-        (2, 16, 16, 3, 8),  # the phase form of transposed_conv
+        (2, 8, 10, 3, 8),  # the phase form of transposed_conv
         (2, 4, 6, 3, 8),  # small images: lax.conv_transpose
         (2, 16, 16, 3, 1),  # one output channel: lax.conv_transpose
     ],
@@ -174,17 +174,17 @@ def test_first_generator_layer_is_a_dense_layer():
 
 
 def test_phase_kernel_uses_each_tap_once():
-    """Every 4x4 tap lands on exactly one (phase, 3x3 tap) pair, per axis."""
+    """Every 4x4 tap lands on exactly one (phase, 2x2 window tap) pair, per axis."""
     taps = layers._PHASE_TAPS
-    assert taps.shape == (2, 3, 4)
+    assert taps.shape == (2, 2, 4)
     np.testing.assert_array_equal(taps.sum(axis=(0, 1)), np.ones(4))
-    np.testing.assert_array_equal(taps.sum(axis=(1, 2)), [2, 2])
+    np.testing.assert_array_equal(taps.sum(axis=2), np.ones((2, 2)))
 
 
-def test_depth_to_space_places_phases():
-    x = jnp.arange(2 * 2 * 4, dtype=jnp.float32).reshape(1, 2, 2, 4)
-    out = layers.depth_to_space(x)
+def test_interleave_phases_places_windows():
+    windows = jnp.arange(3 * 3 * 4, dtype=jnp.float32).reshape(1, 3, 3, 4)
+    out = np.asarray(layers.interleave_phases(windows))
     assert out.shape == (1, 4, 4, 1)
-    # Pixel (2m + ry, 2n + rx) comes from position (m, n), channel ry*2 + rx.
-    np.testing.assert_array_equal(out[0, 2 * 1 + 1, 2 * 0 + 0, 0], x[0, 1, 0, 2])
-    np.testing.assert_array_equal(out[0, 2 * 0 + 0, 2 * 1 + 1, 0], x[0, 0, 1, 1])
+    # Pixel (2m + ry, 2n + rx) is window (m + ry, n + rx), channel ry*2 + rx.
+    for m, n, ry, rx in np.ndindex(2, 2, 2, 2):
+        assert out[0, 2 * m + ry, 2 * n + rx, 0] == windows[0, m + ry, n + rx, ry * 2 + rx]

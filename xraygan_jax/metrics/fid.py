@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
 
+from xraygan_jax import compiler
 from xraygan_jax.models import inception
 
 FEATURE_DIM = inception.FEATURE_DIM
@@ -134,8 +135,8 @@ class InceptionFeatureExtractor:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.variables = jax.device_put(variables)
         self.batch_size = batch_size
-        self._network = jax.jit(_network_features)
-        self._preprocess = jax.jit(_preprocess)
+        self._network = compiler.jit(_network_features)
+        self._preprocess = compiler.jit(_preprocess)
 
     def _batches(self, images: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         for start in range(0, images.shape[0], self.batch_size):

@@ -31,7 +31,7 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from xraygan_jax import viz
+from xraygan_jax import compiler, viz
 from xraygan_jax.data import pipeline, sources
 from xraygan_jax.models import gan
 from xraygan_jax.train import checkpointing, optimizers, reporting, sharding, steps
@@ -128,7 +128,7 @@ class _Compiled:
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, mesh):
         self.abstract_state, self.init, self.init_key = abstract_and_init(config, num_classes, mesh)
         replicated = sharding.replicated(mesh)
-        self.train_step = jax.jit(
+        self.train_step = compiler.jit(
             functools.partial(
                 steps.gan_train_step,
                 d_steps_per_g_step=config.train.d_steps_per_g_step,
@@ -138,7 +138,7 @@ class _Compiled:
             out_shardings=(replicated, replicated),
             donate_argnums=0,
         )
-        self.generate = jax.jit(steps.generate, static_argnames="use_ema")
+        self.generate = compiler.jit(steps.generate, static_argnames="use_ema")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:

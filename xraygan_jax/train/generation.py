@@ -6,6 +6,7 @@ by the FID evaluation (images per class for every checkpoint) and by the augment
 
 from __future__ import annotations
 
+import functools
 import os
 import pathlib
 from collections.abc import Iterator
@@ -14,13 +15,20 @@ import jax
 import numpy as np
 from PIL import Image
 
-from xraygan_jax import viz
+from xraygan_jax import compiler, viz
 from xraygan_jax.data import sources
 from xraygan_jax.train import checkpointing, gan_loop, sharding, steps
 
 _GENERATE_STREAM = 3
-# One jitted function for every call: it compiles once per state structure and batch shape.
-_generate = jax.jit(steps.generate, static_argnames="use_ema")
+
+
+@functools.cache
+def _jitted_generate():
+    """One jitted `steps.generate` for every call: it compiles once per state and batch shape.
+
+    Built on first use, not at import, so that JAX's backend is chosen by then.
+    """
+    return compiler.jit(steps.generate, static_argnames="use_ema")
 
 
 def checkpoint_epochs(workdir: str | os.PathLike, gan_name: str) -> list[int]:
@@ -69,7 +77,8 @@ def sample_images(
         count = min(batch_size, num - start)
         latents = steps.sample_latents(jax.random.fold_in(key, start), count, nz)
         labels = np.full((count,), label, np.int32)
-        yield viz.to_uint8(jax.device_get(_generate(state, latents, labels, use_ema=use_ema)))
+        images = _jitted_generate()(state, latents, labels, use_ema=use_ema)
+        yield viz.to_uint8(jax.device_get(images))
 
 
 def generate_per_class(
