@@ -14,6 +14,11 @@ def test_options_are_for_cpu_only():
     assert compiler.compiler_options() == compiler.compiler_options(jax.default_backend())
 
 
+def test_state_is_donated_except_on_cpu():
+    assert compiler.donated(0, platform="cpu") == ()
+    assert compiler.donated(0, platform="gpu") == (0,)
+
+
 def test_jit_compiles_without_ynn_fusions_and_agrees_with_jax_jit():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 16, 16, 16)), jnp.float32)

@@ -277,13 +277,14 @@ def gan_train_step(
     """One GAN iteration: D step(s), then G step(s); state.step += 1.
 
     Example (global view, data parallel over every device):
+        from xraygan_jax import compiler
         from xraygan_jax.train import sharding, steps
         mesh = sharding.make_mesh()
-        train_step = jax.jit(
+        train_step = compiler.jit(  # jax.jit plus XLA options that are faster on CPU
             functools.partial(steps.gan_train_step, g_steps_per_d_step=2),
             in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
                           sharding.replicated(mesh)),
-            donate_argnums=0)
+            donate_argnums=compiler.donated(0))
         for step, batch in enumerate(batches):
             key = jax.random.fold_in(base_key, step)
             gan_state, metrics = train_step(gan_state, sharding.shard_batch(batch, mesh), key)
