@@ -7,9 +7,10 @@ report wrote it (nn.Sigmoid + nn.BCELoss, errD_real.backward(), fake.detach(), .
 2 threads. Before timing, the PyTorch networks are loaded with the JAX initial weights and both
 forward passes are compared (same architecture, max abs difference printed).
 
-Each implementation runs in a process of its own (sharing one process slowed the JAX step by 8%
-after `import torch`); rounds alternate between them so that a busy machine slows all alike. Each
-round times `--steps_per_round` steps after warm-up; the table gives the median step time.
+Each implementation runs in a process of its own (experiments/benchmarks/processes.py: sharing
+one slowed the JAX step by 8% after `import torch`); rounds alternate between them so that a busy
+machine slows all alike. Each round times `--steps_per_round` steps after warm-up; the table gives
+the median over rounds of each round's median step time.
 
     pip install torch==2.13.0        # the PyTorch side only (CPU build)
     python -m experiments.benchmarks.gan_step
@@ -18,15 +19,14 @@ round times `--steps_per_round` steps after warm-up; the table gives the median 
 Without torch installed it times the JAX side alone.
 """
 
-import multiprocessing
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
+from experiments.benchmarks import processes
 from experiments.configs import dcgan as dcgan_config
 from xraygan_jax import compiler
 from xraygan_jax.models import gan
@@ -56,7 +56,7 @@ def _jax_side(config, batch_size: int, image_size: int):
     }
     train_step = compiler.jit(steps.gan_train_step, donate_argnums=compiler.donated(0))
     base_key = jax.random.key(1)
-    # A copy to donate; initial_state stays for the parity check.
+    # A copy, in case the step donates its state; initial_state stays for the parity check.
     holder = {"state": jax.tree.map(jnp.copy, initial_state), "step": 0}
 
     def run_step():
@@ -216,48 +216,30 @@ def _torch_step_fn(torch, config, generator, discriminator, batch, nz: int):
     return step
 
 
-def _time_round(run_step, steps_per_round: int) -> float:
-    """Median seconds per step over one round."""
-    times = []
-    for _ in range(steps_per_round):
-        start = time.perf_counter()
-        run_step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def _jax_runner(batch_size: int, image_size: int):
+    """Builds the JAX step in this process: a function running one step."""
+    _, _, run_step = _jax_side(dcgan_config.get_config(), batch_size, image_size)
+    return run_step
 
 
-def _worker(kind: str, connection, batch_size: int, image_size: int, torch_weights, threads):
-    """One implementation in its own process: builds it, warms it up, then times rounds on demand.
+def _torch_runner(batch_size, image_size, torch_weights, threads: int, compile_modules: bool):
+    """Builds the PyTorch step in this process from the JAX initial weights."""
+    import torch
 
-    Each implementation runs in a process of its own because sharing one changes the timings:
-    after `import torch` the same compiled JAX step took 808 against 747 ms per step (and CPU
-    time rose alike), whatever PyTorch did or did not run.
-    """
-    start = time.perf_counter()
     config = dcgan_config.get_config()
-    if kind == "jax":
-        _, _, run_step = _jax_side(config, batch_size, image_size)
-    else:
-        import torch
-
-        torch.set_num_threads(threads)
-        torch.manual_seed(0)
-        generator, discriminator = _torch_modules(torch, config, image_size)
-        generator.load_state_dict(torch_weights[0])
-        discriminator.load_state_dict(torch_weights[1])
-        if kind == "torch.compile":
-            generator, discriminator = torch.compile(generator), torch.compile(discriminator)
-        rng = np.random.default_rng(0)
-        batch = {
-            "image": rng.uniform(-1, 1, (batch_size, image_size, image_size, 1)).astype(np.float32),
-            "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
-        }
-        run_step = _torch_step_fn(torch, config, generator, discriminator, batch, config.model.nz)
-    run_step()  # compile
-    run_step()  # warm-up
-    connection.send(time.perf_counter() - start)
-    while (steps_per_round := connection.recv()) is not None:
-        connection.send(_time_round(run_step, steps_per_round))
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    generator, discriminator = _torch_modules(torch, config, image_size)
+    generator.load_state_dict(torch_weights[0])
+    discriminator.load_state_dict(torch_weights[1])
+    if compile_modules:
+        generator, discriminator = torch.compile(generator), torch.compile(discriminator)
+    rng = np.random.default_rng(0)
+    batch = {
+        "image": rng.uniform(-1, 1, (batch_size, image_size, image_size, 1)).astype(np.float32),
+        "label": rng.integers(0, NUM_CLASSES, batch_size).astype(np.int32),
+    }
+    return _torch_step_fn(torch, config, generator, discriminator, batch, config.model.nz)
 
 
 def _torch_weights(config, batch_size: int, image_size: int):
@@ -292,41 +274,29 @@ def main(argv):
         f"{image_size}x{image_size}, nz {config.model.nz}, ngf {config.model.ngf}, "
         f"ndf {config.model.ndf}"
     )
-    kinds = {"JAX (xraygan_jax, jit)": "jax"}
     torch_weights = _torch_weights(config, batch_size, image_size) if _TORCH.value else None
+    factories = {"JAX (xraygan_jax, jit)": (_jax_runner, (batch_size, image_size))}
     if torch_weights is not None:
-        kinds["PyTorch eager"] = "torch eager"
-        if _TORCH_COMPILE.value:
-            kinds["PyTorch torch.compile"] = "torch.compile"
+        for name, compile_modules in (("PyTorch eager", False), ("PyTorch torch.compile", True)):
+            if compile_modules and not _TORCH_COMPILE.value:
+                continue
+            args = (batch_size, image_size, torch_weights, _TORCH_THREADS.value, compile_modules)
+            factories[name] = (_torch_runner, args)
+    times = processes.time_in_processes(factories, _ROUNDS.value, _STEPS_PER_ROUND.value)
+    rounds = {name: [statistics.median(round_) for round_ in runs] for name, runs in times.items()}
 
-    # Workers start one after another (compilation needs the cores), then time in turns.
-    context = multiprocessing.get_context("spawn")
-    workers = {}
-    for name, kind in kinds.items():
-        parent_end, child_end = context.Pipe()
-        process = context.Process(
-            target=_worker,
-            args=(kind, child_end, batch_size, image_size, torch_weights, _TORCH_THREADS.value),
-        )
-        process.start()
-        workers[name] = (process, parent_end)
-        print(f"{name}: build, compile and warm-up {parent_end.recv():.1f} s")
-    rounds = {name: [] for name in workers}
-    for _ in range(_ROUNDS.value):
-        for name, (_, connection) in workers.items():
-            connection.send(_STEPS_PER_ROUND.value)
-            rounds[name].append(connection.recv())
-    for process, connection in workers.values():
-        connection.send(None)
-        process.join()
-
-    medians = {name: statistics.median(times) for name, times in rounds.items()}
+    medians = {name: statistics.median(seconds) for name, seconds in rounds.items()}
     eager = medians.get("PyTorch eager")
     print()
-    print(f"{'implementation':<32} {'ms/step':>9} {'images/s':>9} {'vs PyTorch eager':>17}")
+    header = f"{'implementation':<24} {'ms/step':>8} {'rounds (min-max)':>17} {'images/s':>9}"
+    print(f"{header} {'vs PyTorch eager':>17}")
     for name, seconds in medians.items():
+        spread = f"{1000 * min(rounds[name]):.0f}-{1000 * max(rounds[name]):.0f}"
         ratio = f"{eager / seconds:.2f}x" if eager else "-"
-        print(f"{name:<32} {1000 * seconds:>9.0f} {batch_size / seconds:>9.1f} {ratio:>17}")
+        print(
+            f"{name:<24} {1000 * seconds:>8.0f} {spread:>17} {batch_size / seconds:>9.1f} "
+            f"{ratio:>17}"
+        )
     print(
         "(ratio > 1: faster than PyTorch eager; median over rounds of per-round medians; "
         "each implementation in its own process)"

@@ -3,9 +3,10 @@
 Both sides start from the same uint8 NHWC images at 299x299 and end with float32 [N, 2048]
 features in host memory: the JAX side is `fid.InceptionFeatureExtractor` (normalisation and
 network), the PyTorch side the TorchScript network of the same weights file (normalisation,
-NCHW, `torch.no_grad`). Rounds alternate between all configurations so that a busy machine
-slows them alike; the table reports the best and the median round, and the load average
-(the machine is shared). Also checks that both give the same features (max abs difference).
+NCHW, `torch.no_grad`). Each configuration runs in a process of its own
+(experiments/benchmarks/processes.py) and rounds alternate between them, so that a busy machine
+slows them alike; the table reports the best and the median round, and the load average (the
+machine is shared). First it checks that both give the same features (max abs difference).
 
     python -m xraygan_jax.metrics.weights    # the weights, for both sides
     pip install torch==2.13.0                # the PyTorch side only
@@ -14,22 +15,26 @@ slows them alike; the table reports the best and the median round, and the load 
 
 Without torch installed it times the JAX side alone.
 
-Measured on the project's shared 2-core machine (defaults, best of 6 rounds; the network is
-11.06 GFLOP per image by XLA's count): JAX batch 4 24.1 images/s, batch 48 20.0; PyTorch batch 4
-22.0, batch 16 17.7, batch 48 13.3. On a quiet moment the two are close at small batches; under
-load from other processes JAX's median held at 15.6 images/s while PyTorch's fell to 2-7.
-Features agree to 8e-6.
+Measured on the project's 2-core machine (`--jax_batch_sizes=2,4,16,48 --rounds=4`; the network
+is 11.06 GFLOP per image by XLA's count), images/s, best round:
+    JAX        batch 2: 29.4   batch 4: 28.2   batch 16: 26.8   batch 48: 26.5
+    PyTorch                    batch 4: 20.6   batch 16: 16.4   batch 48: 12.2
+JAX at batch 48 is 2.2x PyTorch at batch 48 (FACTS.md's 12 images/s was PyTorch at batch 50) and
+1.4x PyTorch's fastest batch. JAX's 29 images/s are 325 GFLOP/s, near the machine's fp32 ceiling
+of about 372 (a large matmul), so 2x PyTorch's batch-4 speed (41 images/s, 455 GFLOP/s) needs
+fewer FLOPs (e.g. Winograd convolutions), not better scheduling. Features agree to 8e-6.
 """
 
+import importlib.metadata
 import io
 import os
 import statistics
-import time
 
 import jax
 import numpy as np
 from absl import app, flags, logging
 
+from experiments.benchmarks import processes
 from xraygan_jax.metrics import fid, weights
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 48, "Images per timed round.")
@@ -39,72 +44,81 @@ _ROUNDS = flags.DEFINE_integer("rounds", 6, "Timed rounds per configuration.")
 _WEIGHTS_PATH = flags.DEFINE_string("weights_path", None, "A .pt, .whl or .npz weights file.")
 
 
-def _torch_runners(batch_sizes: list[int]) -> dict:
-    """The TorchScript network as functions uint8 NHWC -> float32 features, one per batch size."""
+def _images(num_images: int) -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (num_images, 299, 299, 3), dtype=np.uint8)
+
+
+def _torch_network():
+    """The TorchScript network of the weights file, or None without torch."""
     try:
         import torch
     except ImportError:
-        logging.warning("torch is not installed: timing the JAX side alone")
-        return {}
+        return None
     data = weights.read_source(weights.find_source(download=False))
-    network = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
+    return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
 
-    def runner(batch_size):
-        def run(images: np.ndarray) -> np.ndarray:
-            outputs = []
-            with torch.no_grad():
-                for start in range(0, len(images), batch_size):
-                    batch = torch.from_numpy(images[start : start + batch_size])
-                    batch = (batch.permute(0, 3, 1, 2).float() - 128.0) / 128.0
-                    outputs.append(network(batch).numpy())
-            return np.concatenate(outputs)
 
-        return run
+def _torch_features(network, images: np.ndarray, batch_size: int) -> np.ndarray:
+    """uint8 NHWC -> float32 features by the TorchScript network, batch by batch."""
+    import torch
 
-    note = f"torch {torch.__version__}, {torch.get_num_threads()} threads"
-    return {f"PyTorch TorchScript ({note}), batch {b}": runner(b) for b in batch_sizes}
+    outputs = []
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            batch = torch.from_numpy(images[start : start + batch_size])
+            batch = (batch.permute(0, 3, 1, 2).float() - 128.0) / 128.0
+            outputs.append(network(batch).numpy())
+    return np.concatenate(outputs)
+
+
+def _jax_runner(batch_size: int, num_images: int, weights_path: str | None):
+    """Builds the JAX extractor in this process: a function extracting one round's features."""
+    extractor = fid.InceptionFeatureExtractor(weights.load_params(weights_path), batch_size)
+    images = _images(num_images)
+    return lambda: extractor(images)
+
+
+def _torch_runner(batch_size: int, num_images: int):
+    """Builds the TorchScript network in this process (torch's default threads, 2 here)."""
+    network = _torch_network()
+    images = _images(num_images)
+    return lambda: _torch_features(network, images, batch_size)
 
 
 def main(argv):
     del argv
     load_before = os.getloadavg()
-    images = np.random.default_rng(0).integers(
-        0, 256, (_NUM_IMAGES.value, 299, 299, 3), dtype=np.uint8
-    )
-    variables = weights.load_params(_WEIGHTS_PATH.value)
-    runners = {}
+    num_images = _NUM_IMAGES.value
+    factories = {}
     for batch_size in map(int, _JAX_BATCH_SIZES.value):
-        extractor = fid.InceptionFeatureExtractor(variables, batch_size=batch_size)
-        runners[f"JAX {jax.__version__} ({jax.default_backend()}), batch {batch_size}"] = extractor
-    torch_runners = _torch_runners([int(b) for b in _TORCH_BATCH_SIZES.value])
-    runners.update(torch_runners)
+        args = (batch_size, num_images, _WEIGHTS_PATH.value)
+        factories[f"JAX {jax.__version__} (cpu), batch {batch_size}"] = (_jax_runner, args)
+    network = _torch_network()
+    torch_names = []
+    if network is None:
+        logging.warning("torch is not installed: timing the JAX side alone")
+    else:
+        sample = _images(4)
+        extractor = fid.InceptionFeatureExtractor(weights.load_params(_WEIGHTS_PATH.value))
+        difference = np.abs(extractor(sample) - _torch_features(network, sample, 4)).max()
+        print(f"max |JAX - PyTorch| over 4 images' features: {difference:.2e}")
+        for batch_size in map(int, _TORCH_BATCH_SIZES.value):
+            name = f"PyTorch {importlib.metadata.version('torch')} TorchScript, batch {batch_size}"
+            factories[name] = (_torch_runner, (batch_size, num_images))
+            torch_names.append(name)
+    times = processes.time_in_processes(factories, _ROUNDS.value, repeats=1)
+    times = {name: [seconds for (seconds,) in runs] for name, runs in times.items()}
 
-    for run in runners.values():  # warm up (compiles every JAX batch size) before timing
-        run(images[:8])
-    times = {name: [] for name in runners}
-    for _ in range(_ROUNDS.value):
-        # Alternating configurations, one round each, so that load from other processes
-        # spreads over all of them.
-        for name, run in runners.items():
-            start = time.perf_counter()
-            run(images)
-            times[name].append(time.perf_counter() - start)
-
-    rates = {name: _NUM_IMAGES.value / min(seconds) for name, seconds in times.items()}
-    torch_best = max((rates[name] for name in torch_runners), default=None)
-    print(f"\n{_NUM_IMAGES.value} images of 299x299x3 uint8 per round, {_ROUNDS.value} rounds")
+    rates = {name: num_images / min(seconds) for name, seconds in times.items()}
+    torch_best = max((rates[name] for name in torch_names), default=None)
+    print(f"\n{num_images} images of 299x299x3 uint8 per round, {_ROUNDS.value} rounds")
     print(f"load average before: {load_before}, after: {os.getloadavg()}\n")
     print("| implementation | images/s (best) | images/s (median) | vs best PyTorch |")
     print("| --- | ---: | ---: | ---: |")
     for name, seconds in times.items():
-        median = _NUM_IMAGES.value / statistics.median(seconds)
+        median = num_images / statistics.median(seconds)
         ratio = f"{rates[name] / torch_best:.2f}x" if torch_best else "-"
         print(f"| {name} | {rates[name]:.1f} | {median:.1f} | {ratio} |")
-    if torch_runners:
-        sample = images[:4]
-        jax_features = next(iter(runners.values()))(sample)
-        difference = np.abs(jax_features - next(iter(torch_runners.values()))(sample)).max()
-        print(f"\nmax |JAX - PyTorch| over 4 images' features: {difference:.2e}")
 
 
 if __name__ == "__main__":
