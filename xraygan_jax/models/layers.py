@@ -16,35 +16,36 @@ input gradient from `transposed_conv`. The forward transposed convolution (`tran
 is either `lax.conv_transpose` or the phase-decomposed form (below), whichever measured faster
 for the shape.
 
-The phase-decomposed form (`up_conv_2x_phases`): output row y = 2m + r only sees input rows m - 1,
-m, m + 1, and which 4x4 tap meets which of them depends only on the phase r. PyTorch's definition
-`out[2*iy - 1 + i] += x[iy] * w[i]` gives, per phase r and 3x3 tap t (input row m + t - 1):
-    r = 0: t = 0 <- i = 3, t = 1 <- i = 1 (t = 2 unused)
-    r = 1: t = 1 <- i = 2, t = 2 <- i = 0 (t = 0 unused)
-and the same along columns. `_PHASE_TAPS` holds this table as a constant 0/1 tensor; the layer is
-ONE stride-1 3x3 convolution to 4*F channels with the kernel gathered from the 4x4 one, then
-depth-to-space.
+The phase-decomposed form (`up_conv_2x_phases`): output row y = 2m + r only sees two input
+rows, and which 4x4 tap meets which of them depends only on the phase r. PyTorch's definition
+`out[2*iy - 1 + i] += x[iy] * w[i]` gives, per phase r and 2x2 window tap t:
+    r = 0: rows m - 1 (t = 0) <- i = 3, m (t = 1) <- i = 1
+    r = 1: rows m (t = 0) <- i = 2, m + 1 (t = 1) <- i = 0
+and the same along columns. `_PHASE_TAPS` holds this table as a constant 0/1 tensor. The layer is
+ONE stride-1 2x2 convolution of the input padded by 1, to 4*F channels with the kernel gathered
+from the 4x4 one: window (m, n) holds all four phases' sums for windows starting there, and
+`interleave_phases` takes phase (ry, rx) of output pixel (2m + ry, 2n + rx) from window
+(m + ry, n + rx). It computes (H+1)(W+1)/(HW) of the transposed convolution's multiply-adds
+(1.27x at 8x8); the earlier 3x3 form computed 2.25x (it wasted 5 of every 9 taps).
 
 Measured on the 2-core CPU, batch 64, the DC-cGAN train step (64x64, ngf = ndf = 64), each
 variant against the previous in the same process (experiments/benchmarks/gan_step.py for the
 whole step against PyTorch):
-    autodiff of the phase form (FACTS.md's lead)                      1,180-1,250 ms
+    autodiff of the 3x3 phase form (FACTS.md's lead)                  1,180-1,250 ms
     autodiff of gemm + col2im (PyTorch's algorithm: x @ kernel to all
       16 taps, then each output phase sums 4 shifted taps)            1,010-1,140 ms
     custom VJP from strided convolutions, forward lax.conv_transpose  1,020-1,070 ms
-    + the phase form where it is faster per layer (`transposed_conv`)
-      and as DownConv2x's input gradient (quiet machine, with G's forward
-      pass shared by steps.py): 866 ms median against 958 ms without
-      (a busy machine showed no difference: 1,578 against 1,565 ms)
-The phase form is kept where it wins per layer: forward 16x16x128 -> 32x32x64 in 35 against
-51 ms; the discriminator's input gradient at 16x16x128 -> 32x32x64 in 36 against 59 ms.
-For the discriminator's strided convolution XLA's own forward and kernel gradient were the
-fastest measured: im2col (space-to-depth + one matmul) took 74 against 19 ms forward and 107
-against 31 ms for the kernel gradient at 32x32x64 -> 16x16x128; sixteen per-tap matmuls for the
-kernel gradient 122 against 70 ms (busy machine); batching the real and fake passes into one
-batch of 128 took 678 ms against 2 x 246 ms.
-Per layer, the custom VJP's backward took 43 + 37 ms (input + kernel gradient) at 4x4x512 ->
-8x8x256 against 133 + 122 ms for the phase form's autodiff and 51 + 54 ms for gemm + col2im's.
+    + the 3x3 phase form where faster per layer, G's forward shared   866 against 958 ms
+    + XLA's Eigen convolutions instead of YNNPACK (xraygan_jax.compiler)  725 ms
+    + the 2x2-window phase form in place of the 3x3 one                   608-618 against 725 ms
+Per layer with Eigen, batch 64 (ms; lax = lax.conv_transpose, phase = this module's form):
+    4x4x512 -> 8x8x256      lax 14    3x3 phase 37    2x2 phase 19
+    8x8x256 -> 16x16x128    lax 29    3x3 phase 26    2x2 phase 15
+    16x16x128 -> 32x32x64   lax 57    3x3 phase 27    2x2 phase 22
+Also measured and dropped, each slower: gemm + col2im as the forward (its col2im alone took
+60 ms at 16x16x128 -> 32x32x64), im2col or space-to-depth for the strided convolution's forward
+and kernel gradient, sixteen per-tap matmuls for the kernel gradient, and the real and fake
+discriminator passes as one batch of 128 (or vmapped over the two).
 """
 
 from collections.abc import Callable
