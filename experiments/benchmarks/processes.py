@@ -53,8 +53,15 @@ def time_in_processes(
             parent_end, child_end = context.Pipe()
             process = context.Process(target=_serve, args=(factory, args, child_end), daemon=True)
             process.start()
+            child_end.close()  # so that recv() fails, not hangs, if the child dies
             workers[name] = (process, parent_end)
-            print(f"{name}: built, compiled and warmed up in {parent_end.recv():.1f} s", flush=True)
+            try:
+                seconds = parent_end.recv()
+            except EOFError:
+                raise RuntimeError(
+                    f"{name!r} failed while being built (its traceback is printed above)"
+                ) from None
+            print(f"{name}: built, compiled and warmed up in {seconds:.1f} s", flush=True)
         times = {name: [] for name in workers}
         for _ in range(rounds):
             for name, (_, connection) in workers.items():
