@@ -12,6 +12,7 @@ The work is xraygan_jax.metrics.gan_evaluation.
 """
 
 import json
+import sys
 
 from absl import flags
 from ml_collections import config_flags
@@ -39,6 +40,14 @@ def main(argv):
     launch.init_jax()
     if bool(_WORKDIR.value) == bool(_IMAGES_DIR.value):
         raise flags.ValidationError("give exactly one of --workdir and --images_dir")
+    config_flags_given = [arg.split("=")[0] for arg in sys.argv[1:] if arg.startswith("--config")]
+    if _WORKDIR.value and config_flags_given:
+        # Silently ignoring them would evaluate something other than what was asked for.
+        raise flags.ValidationError(
+            f"{', '.join(config_flags_given)}: with --workdir the run's own config "
+            "(WORKDIR/config.json) is used; choose with --num_images_per_class, --split, "
+            "--weights, --epochs and --seed instead (--config is for --images_dir)"
+        )
     if _IMAGES_DIR.value:
         config = _CONFIG.value.unlock()
         if _SPLIT.value:

@@ -85,3 +85,23 @@ def test_evaluate_gan_launcher_needs_a_run_directory(tmp_path):
     )
     assert result.returncode != 0
     assert "is not a training run directory" in result.stderr
+
+
+def test_evaluate_gan_launcher_refuses_config_overrides_with_a_run_directory(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.evaluate_gan",
+            f"--workdir={tmp_path}",
+            "--config.eval.num_images_per_class=200",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode != 0
+    assert "--config.eval.num_images_per_class: with --workdir the run's own config" in (
+        result.stderr
+    )
+    assert "--num_images_per_class" in result.stderr
