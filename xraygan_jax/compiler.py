@@ -1,19 +1,27 @@
 """XLA compiler options under which this library's networks run fastest, and a `jit` that uses them.
 
-On CPU, jaxlib 0.10 hands most convolutions and matmuls to YNNPACK ("ynn fusions"). For the
-networks here, XLA's Eigen convolutions are faster on the project's 2-core CPU (AVX-512), so
-`compiler_options()` turns the YNNPACK fusions off (`xla_cpu_experimental_ynn_fusion_type` = "",
-the empty list). Measured, each pair in one process, same inputs, results equal to 6e-6:
-    DC-cGAN train step (batch 64, 64x64):   704-752 ms with YNNPACK, 608-618 ms without
-    FID Inception features (batch 4, 299):  23.1 images/s with YNNPACK, 29.5 without
-(experiments/benchmarks/gan_step.py and inception_features.py print both side by side.)
+On CPU, jaxlib 0.10 hands convolutions and matmuls to YNNPACK ("ynn fusions"). For convolutions,
+XLA's Eigen kernels are faster on the project's 2-core CPU (AVX-512); for matmuls YNNPACK is. So
+`compiler_options()` keeps YNNPACK for matmuls only (`xla_cpu_experimental_ynn_fusion_type` =
+individual dots). Measured, each line in one process with alternating rounds, same inputs,
+results equal to 6e-6:
+    DC-cGAN train step (batch 64, 64x64):  704-752 ms jaxlib's default, 608-618 ms with Eigen for
+                                           everything; these options against Eigen for
+                                           everything in two runs: 605 against 587 ms, 666
+                                           against 647 ms (3%, within this machine's noise)
+    FC-cGAN train step (fcgan config):     107 ms default, 140 ms with Eigen for everything,
+                                           97 ms with these options
+    FID Inception features (batch 4, 299): 23.1 images/s default, 26.6-29.5 with Eigen
+                                           convolutions, 27.0 with these options
+(experiments/benchmarks/gan_step.py and inception_features.py print JAX against PyTorch.)
 
 Other backends get no options. To use them in your own code:
 
     from xraygan_jax import compiler
     step = compiler.jit(steps.gan_train_step, donate_argnums=compiler.donated(0))
 
-or, for a whole program, `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=` before JAX starts.
+or, for a whole program, `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot` before
+JAX starts.
 """
 
 from collections.abc import Callable
@@ -21,7 +29,7 @@ from typing import Any
 
 import jax
 
-CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": ""}
+CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
 
 
 def compiler_options(platform: str | None = None) -> dict[str, str]:
