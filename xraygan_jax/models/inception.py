@@ -27,32 +27,19 @@ BATCH_NORM_EPSILON = 1e-3
 
 
 def _conv(x: jax.Array, kernel: jax.Array, strides: int, padding: tuple[int, int]) -> jax.Array:
-    """NHWC x HWIO convolution, each case in the form XLA CPU runs fastest (measured below)."""
+    """NHWC x HWIO convolution, each case in the form XLA CPU runs fastest (measured below).
+
+    Measured with `xraygan_jax.compiler`'s options (Eigen convolutions). Under jaxlib's default
+    YNNPACK convolutions the network's stride-2 convolutions ran 1.2-2x faster as one matmul over
+    gathered patches (im2col); with Eigen the plain convolution is as fast or faster (whole
+    network, batch 4: 150 and 173 ms against 156 and 175 ms for im2col, two runs), so it is kept.
+    """
     kernel_height, kernel_width, in_features, out_features = kernel.shape
     if (kernel_height, kernel_width, strides) == (1, 1, 1):
         # A 1x1 convolution is a matmul; as `dot` it ran 1.5x faster than as a convolution
         # (17x17, 768 -> 192 channels, batch 4: 1.6 ms against 2.4 ms).
         flat = x.reshape(-1, in_features) @ kernel.reshape(in_features, out_features)
         return flat.reshape(*x.shape[:-1], out_features)
-    if strides > 1 and padding == (0, 0):
-        # The network's strided convolutions (3x3, stride 2, unpadded) ran 1.2-2x faster as one
-        # matmul over the gathered patches (im2col) than as a convolution (mixed_3's
-        # 288 -> 384 channels, batch 4: 6.8 ms against 11.9 ms per image).
-        out_height = (x.shape[1] - kernel_height) // strides + 1
-        out_width = (x.shape[2] - kernel_width) // strides + 1
-        patches = jnp.concatenate(
-            [
-                x[
-                    :,
-                    i : i + strides * (out_height - 1) + 1 : strides,
-                    j : j + strides * (out_width - 1) + 1 : strides,
-                ]
-                for i in range(kernel_height)
-                for j in range(kernel_width)
-            ],
-            axis=-1,
-        )
-        return patches @ kernel.reshape(-1, out_features)
     crop = (0, 0)
     if strides == 1:
         # An unpadded ("VALID") stride-1 3x3 convolution ran 4x slower than the padded ("SAME")
