@@ -11,8 +11,8 @@ results equal to 6e-6:
                                            against 647 ms (3%, within this machine's noise)
     FC-cGAN train step (fcgan config):     107 ms default, 140 ms with Eigen for everything,
                                            97 ms with these options
-    FID Inception features (batch 4, 299): 23.1 images/s default, 26.6-29.5 with Eigen
-                                           convolutions, 27.0 with these options
+    FID Inception features (batch 4, 299): 23.1 images/s default, 26.6-29.5 with Eigen for
+                                           everything, 27.0-29.0 with these options
 (experiments/benchmarks/gan_step.py and inception_features.py print JAX against PyTorch.)
 
 Other backends get no options. To use them in your own code:

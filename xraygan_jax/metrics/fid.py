@@ -125,8 +125,8 @@ class InceptionFeatureExtractor:
         Args:
           variables: FIDInception variables, e.g. `weights.load_params()`.
           batch_size: images per network call; None picks 4 on CPU, where small batches are
-            fastest (a large batch's 299x299 activations overflow the caches: 28.2 images/s
-            at batch 4 against 26.5 at batch 48 on two quiet cores;
+            fastest (a large batch's 299x299 activations overflow the caches: 26.5 images/s
+            at batch 4 against 23.6 at batch 48 on two cores;
             experiments/benchmarks/inception_features.py), and 50 on accelerators.
         """
         if batch_size is None:
