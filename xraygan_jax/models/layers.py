@@ -253,8 +253,8 @@ def conv_transpose_reference(
     )
 
 
-class DownConv2x(nn.Module):
-    """PyTorch `Conv2d(C, features, 4, 2, 1, bias=False)`: (B,H,W,C) -> (B,H/2,W/2,features).
+class _FourByFourStrideTwo(nn.Module):
+    """A bias-free 4x4, stride-2, padding-1 layer with PyTorch's kernel layout (see subclasses).
 
     Attributes:
         features: output channels.
@@ -264,24 +264,23 @@ class DownConv2x(nn.Module):
     features: int
     kernel_init: Callable = dcgan_kernel_init
 
-    @nn.compact
-    def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
-        return down_conv_2x(x, kernel.astype(x.dtype))
-
-
-class UpConv2x(nn.Module):
-    """PyTorch `ConvTranspose2d(C, features, 4, 2, 1, bias=False)`: (B,H,W,C) -> (B,2H,2W,features).
-
-    Attributes:
-        features: output channels.
-        kernel_init: initialiser of "kernel" (4, 4, C, features); DCGAN's normal(0, 0.02).
-    """
-
-    features: int
-    kernel_init: Callable = dcgan_kernel_init
+    @staticmethod
+    def _apply(x: jax.Array, kernel: jax.Array) -> jax.Array:
+        raise NotImplementedError
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
-        return up_conv_2x(x, kernel.astype(x.dtype))
+        return self._apply(x, kernel.astype(x.dtype))
+
+
+class DownConv2x(_FourByFourStrideTwo):
+    """PyTorch `Conv2d(C, features, 4, 2, 1, bias=False)`: (B,H,W,C) -> (B,H/2,W/2,F)."""
+
+    _apply = staticmethod(down_conv_2x)
+
+
+class UpConv2x(_FourByFourStrideTwo):
+    """PyTorch `ConvTranspose2d(C, features, 4, 2, 1, bias=False)`: (B,H,W,C) -> (B,2H,2W,F)."""
+
+    _apply = staticmethod(up_conv_2x)
