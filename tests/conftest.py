@@ -11,6 +11,8 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -18,6 +20,29 @@ from PIL import Image
 
 # Mean gray level of each class's images before any conversion.
 CLASS_LEVELS = (60, 190)
+REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+
+def run_launcher(module: str, *args: str, env: dict | None = None, timeout: int = 300):
+    """`python -m module args...` from the repository root, as a user runs a launcher.
+
+    Args:
+        module: e.g. "experiments.train_gan".
+        *args: its command-line arguments.
+        env: variables added to this process's environment.
+        timeout: seconds before the run counts as hung.
+
+    Returns:
+        The `subprocess.CompletedProcess`, with text stdout and stderr.
+    """
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=REPO_ROOT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def write_image(path, *, mode: str, size: tuple[int, int], label: int) -> pathlib.Path:

@@ -1,27 +1,16 @@
 """The data launchers run as a user would: python -m experiments.prepare_data / preview_data."""
 
-import os
-import pathlib
 import re
-import subprocess
-import sys
 
-from conftest import write_image
+from conftest import run_launcher, write_image
 from PIL import Image
 
-_REPO = pathlib.Path(__file__).resolve().parents[2]
 _TEST_CONFIG = "--config=experiments/configs/test.py"
 
 
 def _run(module, *args):
-    env = dict(os.environ, XRAYGAN_CACHE="/nonexistent-cache-must-not-be-used")
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=_REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
+    return run_launcher(
+        module, *args, env={"XRAYGAN_CACHE": "/nonexistent-cache-must-not-be-used"}, timeout=120
     )
 
 

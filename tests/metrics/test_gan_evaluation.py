@@ -1,12 +1,10 @@
 """FID/KID/precision-recall of a trained run: during training, per checkpoint, and of a folder."""
 
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
-from conftest import fid_weights_or_skip
+from conftest import fid_weights_or_skip, run_launcher
 
 from experiments.configs import test as test_config
 from xraygan_jax.metrics import fid, gan_evaluation, weights
@@ -77,28 +75,16 @@ def test_evaluate_folder_without_class_folders_says_which_are_expected(evaluated
 
 
 def test_evaluate_gan_launcher_needs_a_run_directory(tmp_path):
-    result = subprocess.run(
-        [sys.executable, "-m", "experiments.evaluate_gan", f"--workdir={tmp_path}"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = run_launcher("experiments.evaluate_gan", f"--workdir={tmp_path}")
     assert result.returncode != 0
     assert "is not a training run directory" in result.stderr
 
 
 def test_evaluate_gan_launcher_refuses_config_overrides_with_a_run_directory(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.evaluate_gan",
-            f"--workdir={tmp_path}",
-            "--config.eval.num_images_per_class=200",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_launcher(
+        "experiments.evaluate_gan",
+        f"--workdir={tmp_path}",
+        "--config.eval.num_images_per_class=200",
     )
     assert result.returncode != 0
     assert "--config.eval.num_images_per_class: with --workdir the run's own config" in (

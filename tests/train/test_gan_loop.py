@@ -2,19 +2,16 @@
 
 import json
 import pathlib
-import subprocess
-import sys
 
 import jax
 import numpy as np
 import pytest
+from conftest import run_launcher
 from orbax.checkpoint._src.path import atomicity
 from PIL import Image
 
 from experiments.configs import test as test_config
 from xraygan_jax.train import checkpointing, gan_loop, generation, reporting
-
-REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _config(tmp_path_factory, **train):
@@ -153,14 +150,8 @@ def test_check_compatible_names_changed_parameter_shapes(tmp_path):
     checkpointing.check_compatible(saved, saved, tmp_path)
 
 
-def _launch(*args, timeout=300):
-    return subprocess.run(
-        [sys.executable, "-m", "experiments.train_gan", *args],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+def _launch(*args, env=None):
+    return run_launcher("experiments.train_gan", *args, env=env)
 
 
 def test_launcher_rejects_an_unknown_config_key(tmp_path):
@@ -174,25 +165,12 @@ def test_launcher_rejects_an_unknown_config_key(tmp_path):
 
 
 def test_launcher_rejects_a_batch_that_does_not_divide_over_devices(tmp_path):
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.train_gan",
-            "--config=experiments/configs/test.py",
-            "--config.train.batch_size=6",
-            f"--workdir={tmp_path}",
-            f"--config.data.data_dir={tmp_path / 'tfds'}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env={
-            **__import__("os").environ,
-            "XLA_FLAGS": "--xla_force_host_platform_device_count=4",
-            "JAX_PLATFORMS": "cpu",
-        },
+    result = _launch(
+        "--config=experiments/configs/test.py",
+        "--config.train.batch_size=6",
+        f"--workdir={tmp_path}",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
     )
     assert result.returncode != 0
     assert "batch_size 6 does not divide over 4 devices" in result.stderr
@@ -200,20 +178,12 @@ def test_launcher_rejects_a_batch_that_does_not_divide_over_devices(tmp_path):
 
 def test_generate_launcher_writes_the_asked_number_per_class(per_class_run, tmp_path):
     _, workdir, _ = per_class_run
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.generate",
-            f"--workdir={workdir}",
-            "--num_per_class=3",
-            "--epoch=1",
-            f"--out={tmp_path}",
-        ],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
+    result = run_launcher(
+        "experiments.generate",
+        f"--workdir={workdir}",
+        "--num_per_class=3",
+        "--epoch=1",
+        f"--out={tmp_path}",
     )
     assert result.returncode == 0, result.stderr
     assert "NORMAL: 3 images from checkpoint epoch 1" in result.stdout
