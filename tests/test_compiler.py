@@ -16,11 +16,6 @@ def test_options_are_for_cpu_only():
     assert compiler.compiler_options() == compiler.compiler_options(jax.default_backend())
 
 
-def test_state_is_donated_except_on_cpu():
-    assert compiler.donated(0, platform="cpu") == ()
-    assert compiler.donated(0, platform="gpu") == (0,)
-
-
 def test_convolutions_leave_ynnpack_and_agree_with_jax_jit():
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.normal(size=(2, 16, 16, 16)), jnp.float32)

@@ -18,7 +18,7 @@ results equal to 6e-6:
 Other backends get no options. To use them in your own code:
 
     from xraygan_jax import compiler
-    step = compiler.jit(steps.gan_train_step, donate_argnums=compiler.donated(0))
+    step = compiler.jit(steps.gan_train_step, donate_argnums=0)
 
 or, for a whole program, `XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=individual_dot` before
 JAX starts.
@@ -43,21 +43,6 @@ def compiler_options(platform: str | None = None) -> dict[str, str]:
     """
     platform = platform or jax.default_backend()
     return dict(CPU_OPTIONS) if platform == "cpu" else {}
-
-
-def donated(*argnums: int, platform: str | None = None) -> tuple[int, ...]:
-    """`donate_argnums` for a train step's state: `argnums`, except none on CPU.
-
-    On CPU, donating the state made the DC-cGAN step slower (652 against 625 ms per step, 7
-    alternating rounds): XLA adds 47 copies to honour the aliasing. The memory donation saves,
-    one copy of the state, matters on accelerators, not in a CPU's RAM.
-
-    Args:
-      *argnums: positions of the arguments to donate.
-      platform: "cpu", "gpu", ...; None for JAX's default backend.
-    """
-    platform = platform or jax.default_backend()
-    return () if platform == "cpu" else argnums
 
 
 def jit(fun: Callable, **jit_kwargs: Any) -> Callable:

@@ -54,9 +54,9 @@ def _jax_side(config, batch_size: int, image_size: int):
         ),
         "label": jnp.asarray(rng.integers(0, NUM_CLASSES, batch_size), jnp.int32),
     }
-    train_step = compiler.jit(steps.gan_train_step, donate_argnums=compiler.donated(0))
+    train_step = compiler.jit(steps.gan_train_step, donate_argnums=0)
     base_key = jax.random.key(1)
-    # A copy, in case the step donates its state; initial_state stays for the parity check.
+    # A copy to donate; initial_state stays for the parity check.
     holder = {"state": jax.tree.map(jnp.copy, initial_state), "step": 0}
 
     def run_step():

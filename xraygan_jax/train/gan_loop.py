@@ -136,7 +136,7 @@ class _Compiled:
             ),
             in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
             out_shardings=(replicated, replicated),
-            donate_argnums=compiler.donated(0),
+            donate_argnums=0,
         )
         self.generate = compiler.jit(steps.generate, static_argnames="use_ema")
 

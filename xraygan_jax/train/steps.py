@@ -284,7 +284,7 @@ def gan_train_step(
             functools.partial(steps.gan_train_step, g_steps_per_d_step=2),
             in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
                           sharding.replicated(mesh)),
-            donate_argnums=compiler.donated(0))
+            donate_argnums=0)
         for step, batch in enumerate(batches):
             key = jax.random.fold_in(base_key, step)
             gan_state, metrics = train_step(gan_state, sharding.shard_batch(batch, mesh), key)
