@@ -3,16 +3,12 @@
 On CPU, jaxlib 0.10 hands convolutions and matmuls to YNNPACK ("ynn fusions"). For convolutions,
 XLA's Eigen kernels are faster on the project's 2-core CPU (AVX-512); for matmuls YNNPACK is. So
 `compiler_options()` keeps YNNPACK for matmuls only (`xla_cpu_experimental_ynn_fusion_type` =
-individual dots). Measured, each line in one process with alternating rounds, same inputs,
-results equal to 6e-6:
-    DC-cGAN train step (batch 64, 64x64):  704-752 ms jaxlib's default, 608-618 ms with Eigen for
-                                           everything; these options against Eigen for
-                                           everything in two runs: 605 against 587 ms, 666
-                                           against 647 ms (3%, within this machine's noise)
-    FC-cGAN train step (fcgan config):     107 ms default, 140 ms with Eigen for everything,
-                                           97 ms with these options
-    FID Inception features (batch 4, 299): 23.1 images/s default, 26.6-29.5 with Eigen for
-                                           everything, 27.0-29.0 with these options
+individual dots). `python -m experiments.benchmarks.xla_cpu_choices --sections=options`, medians
+of alternating rounds in one process, results equal to 6e-6 (5e-5 for the FC-cGAN's losses):
+                                          jaxlib default   Eigen for everything   these options
+    DC-cGAN train step (batch 64, 64x64)      912 ms             759 ms               754 ms
+    FC-cGAN train step (fcgan, batch 32)      137 ms             216 ms               137 ms
+    FID Inception (batch 4, 299x299)         17.8 images/s      25.3 images/s        25.0 images/s
 (experiments/benchmarks/gan_step.py and inception_features.py print JAX against PyTorch.)
 
 Other backends get no options. To use them in your own code:

@@ -7,10 +7,10 @@ report wrote it (nn.Sigmoid + nn.BCELoss, errD_real.backward(), fake.detach(), .
 2 threads. Before timing, the PyTorch networks are loaded with the JAX initial weights and both
 forward passes are compared (same architecture, max abs difference printed).
 
-Each implementation runs in a process of its own (experiments/benchmarks/processes.py: sharing
-one slowed the JAX step by 8% after `import torch`); rounds alternate between them so that a busy
-machine slows all alike. Each round times `--steps_per_round` steps after warm-up; the table gives
-the median over rounds of each round's median step time.
+Each implementation runs in a process of its own (experiments/benchmarks/processes.py says why);
+rounds alternate between them so that a busy machine slows all alike. Each round times
+`--steps_per_round` steps after warm-up; the table gives the median over rounds of each round's
+median step time.
 
     pip install torch==2.13.0        # the PyTorch side only (CPU build)
     python -m experiments.benchmarks.gan_step

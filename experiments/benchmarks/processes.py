@@ -1,9 +1,10 @@
 """Times implementations side by side, each in a process of its own, in alternating rounds.
 
-Sharing one process changes the timings: after `import torch`, the same compiled JAX train step
-took 808 against 747 ms per step, with CPU time up alike, whatever PyTorch ran or did not run.
-So every implementation is built in a fresh (spawned) process; the parent then asks each in
-turn for one round, so that load from other processes spreads over all of them.
+Sharing one process can change the timings: the same compiled JAX train step took 747 ms before
+and 808 ms after `import torch` in one run, 759 and 725 ms in another (`python -m
+experiments.benchmarks.xla_cpu_choices --sections=torch`). Rather than guess which, every
+implementation is built in a fresh (spawned) process; the parent then asks each in turn for one
+round, so that load from other processes spreads over all of them.
 
 A factory is a module-level function (picklable) that builds an implementation in the child
 process and returns a function of no arguments running one timed unit of work.

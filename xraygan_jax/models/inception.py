@@ -31,8 +31,9 @@ def _conv(x: jax.Array, kernel: jax.Array, strides: int, padding: tuple[int, int
 
     Measured with `xraygan_jax.compiler`'s options (Eigen convolutions). Under jaxlib's default
     YNNPACK convolutions the network's stride-2 convolutions ran 1.2-2x faster as one matmul over
-    gathered patches (im2col); with Eigen the plain convolution is as fast or faster (whole
-    network, batch 4: 150 and 173 ms against 156 and 175 ms for im2col, two runs), so it is kept.
+    gathered patches (im2col); with Eigen the plain convolution is as fast (whole network, batch
+    4: 26.2 against 25.6 images/s, `python -m experiments.benchmarks.xla_cpu_choices
+    --sections=inception`), so the simpler form is kept.
     """
     kernel_height, kernel_width, in_features, out_features = kernel.shape
     if (kernel_height, kernel_width, strides) == (1, 1, 1):

@@ -36,12 +36,13 @@ whole step against PyTorch):
       16 taps, then each output phase sums 4 shifted taps)            1,010-1,140 ms
     custom VJP from strided convolutions, forward lax.conv_transpose  1,020-1,070 ms
     + the 3x3 phase form where faster per layer, G's forward shared   866 against 958 ms
-    + XLA's Eigen convolutions instead of YNNPACK (xraygan_jax.compiler)  725 ms
-    + the 2x2-window phase form in place of the 3x3 one                   608-618 against 725 ms
-Per layer with Eigen, batch 64 (ms; lax = lax.conv_transpose, phase = this module's form):
-    4x4x512 -> 8x8x256      lax 14    3x3 phase 37    2x2 phase 19
-    8x8x256 -> 16x16x128    lax 29    3x3 phase 26    2x2 phase 15
-    16x16x128 -> 32x32x64   lax 57    3x3 phase 27    2x2 phase 22
+then XLA's Eigen convolutions (xraygan_jax.compiler) and the 2x2-window form in place of the
+3x3 one. Per layer, with the compiler options, batch 64, ms (`python -m
+experiments.benchmarks.xla_cpu_choices --sections=transposed`; lax = lax.conv_transpose):
+    4x4x512 -> 8x8x256      lax 17    3x3 phase 42    2x2 phase 25
+    8x8x256 -> 16x16x128    lax 23    3x3 phase 33    2x2 phase 18
+    16x16x128 -> 32x32x64   lax 65    3x3 phase 35    2x2 phase 18
+    32x32x64 -> 64x64x1     lax 2.8   3x3 phase 11    2x2 phase 6.5
 Also measured and dropped, each slower: gemm + col2im as the forward (its col2im alone took
 60 ms at 16x16x128 -> 32x32x64), im2col or space-to-depth for the strided convolution's forward
 and kernel gradient, sixteen per-tap matmuls for the kernel gradient, and the real and fake
@@ -98,8 +99,9 @@ def interleave_phases(windows: jax.Array) -> jax.Array:
     Pixel (2m + ry, 2n + rx) is window (m + ry, n + rx), channel (ry*2 + rx)*F + f: phase 0
     of a row reads input rows m - 1 and m (window m of the padded input), phase 1 rows m and
     m + 1 (window m + 1). Written as a sum of the four phases, each zero-padded into its place,
-    which XLA CPU fuses into one loop: 0.9 ms against 3.8 ms for `jnp.stack` of the phases and
-    2.9 ms for stack-then-transpose, for the (64, 17, 17, 256) -> (64, 32, 32, 64) case.
+    which XLA CPU fuses into one loop: 1.6 ms against 3.7 ms for `jnp.stack` of the phases or
+    for stack-then-transpose, for the (64, 17, 17, 256) -> (64, 32, 32, 64) case
+    (`python -m experiments.benchmarks.xla_cpu_choices --sections=interleave`).
     """
     batch, rows, columns, channels = windows.shape
     height, width, features = rows - 1, columns - 1, channels // 4
@@ -146,11 +148,11 @@ def transposed_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """ConvTranspose2d(k=4, s=2, p=1) values by whichever exact form is faster for the shape.
 
     Forward only (no autodiff through it is needed: see `up_conv_2x` and `down_conv_2x`).
-    Measured on the 2-core CPU, batch 64, with `xraygan_jax.compiler`'s options: the phase
-    form wins from 8x8 inputs with 8 or more output channels (8x8x256 -> 16x16x128: 15 against
-    29 ms for lax.conv_transpose; 16x16x128 -> 32x32x64: 22 against 57 ms), and loses on 4x4
-    inputs (4x4x512 -> 8x8x256: 19 against 14 ms) and few output channels (32x32x64 -> 64x64x1:
-    4.5 against 2.6 ms).
+    Measured on the 2-core CPU, batch 64, with `xraygan_jax.compiler`'s options (the table in
+    this module's docstring): the phase form wins from 8x8 inputs with 8 or more output
+    channels (8x8x256 -> 16x16x128: 18 against 23 ms for lax.conv_transpose; 16x16x128 ->
+    32x32x64: 18 against 65 ms), and loses on 4x4 inputs (4x4x512 -> 8x8x256: 25 against 17 ms)
+    and few output channels (32x32x64 -> 64x64x1: 6.5 against 2.8 ms).
     """
     if x.shape[1] >= 8 and kernel.shape[-1] >= 8:
         return up_conv_2x_phases(x, kernel)
