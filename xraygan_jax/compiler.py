@@ -3,13 +3,7 @@
 On CPU, jaxlib 0.10 hands convolutions and matmuls to YNNPACK ("ynn fusions"). For convolutions,
 XLA's Eigen kernels are faster on the project's 2-core CPU (AVX-512); for matmuls YNNPACK is. So
 `compiler_options()` keeps YNNPACK for matmuls only (`xla_cpu_experimental_ynn_fusion_type` =
-individual dots). `python -m experiments.benchmarks.xla_cpu_choices --sections=options`, medians
-of alternating rounds in one process, results equal to 6e-6 (5e-5 for the FC-cGAN's losses):
-                                          jaxlib default   Eigen for everything   these options
-    DC-cGAN train step (batch 64, 64x64)      912 ms             759 ms               754 ms
-    FC-cGAN train step (fcgan, batch 32)      137 ms             216 ms               137 ms
-    FID Inception (batch 4, 299x299)         17.8 images/s      25.3 images/s        25.0 images/s
-(experiments/benchmarks/gan_step.py and inception_features.py print JAX against PyTorch.)
+individual dots). Timings of each choice: docs/performance.md, section "XLA CPU compiler options".
 
 Other backends get no options. To use them in your own code:
 

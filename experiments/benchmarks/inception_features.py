@@ -13,17 +13,8 @@ machine is shared). First it checks that both give the same features (max abs di
     python -m experiments.benchmarks.inception_features
     python -m experiments.benchmarks.inception_features --jax_batch_sizes=2,4,8 --num_images=64
 
-Without torch installed it times the JAX side alone.
-
-Measured on the project's 2-core machine (`--jax_batch_sizes=2,4,16,48 --rounds=5`; the network
-is 11.06 GFLOP per image by XLA's count), images/s, best round:
-    JAX        batch 2: 26.0   batch 4: 26.5   batch 16: 24.5   batch 48: 23.6
-    PyTorch                    batch 4: 18.2   batch 16: 13.7   batch 48: 11.3
-JAX at batch 48 is 2.1x PyTorch at batch 48 (1.8-2.3x over four runs; FACTS.md's 12 images/s was
-PyTorch at batch 50) and 1.46x PyTorch's fastest batch. JAX's best rounds, up to 29 images/s, are
-325 GFLOP/s, near the machine's fp32 ceiling of about 372 (a large matmul), so 2x PyTorch's
-batch-4 speed (37-41 images/s) needs fewer FLOPs (e.g. Winograd convolutions), not better
-scheduling. Features agree to 1e-5.
+Without torch installed it times the JAX side alone. Results: docs/performance.md, section "FID
+Inception features against PyTorch".
 """
 
 import importlib.metadata

@@ -1,9 +1,10 @@
 """How hard is the embedded phantom set? Test accuracy of a small CNN per difficulty.
 
-DESIGN.md asks that a small CNN trained on 200 images per class lands around 80-90% test accuracy
-at the default difficulty (0.5), not 100%. This trains one (3 conv layers + dense, Adam, 64x64,
-200 NORMAL + 200 PNEUMONIA train images, 100 + 100 test images) per difficulty and seed and prints
-a table. It takes a few minutes on two CPU cores.
+The set is meant to be learnable but not trivial: a small CNN trained on 200 images per class
+should land around 80-90% test accuracy at the default difficulty (0.5), not 100%. This trains
+one (3 conv layers + dense, Adam, 64x64, 200 NORMAL + 200 PNEUMONIA train images, 100 + 100 test
+images) per difficulty and seed and prints a table. It takes a few minutes on two CPU cores.
+Results: docs/performance.md, section "Phantom difficulty".
 
     python -m experiments.benchmarks.phantom_difficulty
     python -m experiments.benchmarks.phantom_difficulty --difficulties=0.2,0.5,0.8 --seeds=0,1

@@ -1,5 +1,5 @@
-"""Rendering speed of the embedded phantom set on ONE CPU core (DESIGN.md asks >= 500 images/s
-at 128x128), for `phantom.generate` and for sequential reads through `PhantomSource`.
+"""Rendering speed of the embedded phantom set on ONE CPU core (the requirement is >= 500
+images/s at 128x128), for `phantom.generate` and for sequential reads through `PhantomSource`.
 
     python -m experiments.benchmarks.phantom_rate
     python -m experiments.benchmarks.phantom_rate --sizes=32,64,128,256 --preview=/tmp/phantom.png
@@ -7,6 +7,7 @@ at 128x128), for `phantom.generate` and for sequential reads through `PhantomSou
 `--preview` also writes a grid of 4 NORMAL (top) and 4 PNEUMONIA (bottom) train images at 128x128.
 Rates are per second of wall time and per second of this process's CPU time; on a shared
 machine the CPU-time rate is the one-core figure. Each is the best of `--repeats` runs.
+Results: docs/performance.md, section "Phantom rendering".
 """
 
 import os

@@ -5,8 +5,8 @@ Sections (`--sections`, default all):
                convolutions and matmuls), Eigen for everything, and `compiler.CPU_OPTIONS`
                (Eigen convolutions, YNNPACK matmuls), on the DC-cGAN and FC-cGAN train steps and
                the FID Inception network
-  donation     the DC-cGAN step with and without donating its state (the loops donate it,
-               DESIGN.md decision 3)
+  donation     the DC-cGAN step with and without donating its state (the training loops
+               donate it)
   transposed   ConvTranspose2d(k4, s2, p1) forms per generator layer: lax.conv_transpose, the
                earlier 3x3 phase form and the 2x2-window form (`layers.transposed_conv`)
   interleave   ways to interleave the 2x2-window outputs (`layers.interleave_phases`)

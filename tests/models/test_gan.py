@@ -14,8 +14,8 @@ from xraygan_jax.models import gan
 
 
 def _key(seed: int) -> jax.Array:
-    """A test key. "rbg" because XLA CPU takes ~3 s to compile each threefry draw of a new shape
-    (measured here, jax 0.10.2, partitionable threefry), which dominated these tests."""
+    """A test key. "rbg" because XLA CPU compiles each threefry draw of a new shape slowly, which
+    dominated these tests (docs/performance.md, section "Test-suite compile times")."""
     return jax.random.key(seed, impl="rbg")
 
 

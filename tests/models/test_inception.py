@@ -31,7 +31,7 @@ def extractor():
 
 def _resize_tf1_numpy(images: np.ndarray, size: int) -> np.ndarray:
     """TF1 resize_bilinear (align_corners=False, half_pixel_centers=False), written from the
-    formula in FACTS.md: src = dst * in / out in float32, lower = floor(src),
+    formula in docs/design_notes.md: src = dst * in / out in float32, lower = floor(src),
     upper = min(ceil(src), in - 1), top/bottom interpolated along x, then along y."""
     images = images.astype(np.float32)
     in_height, in_width = images.shape[1:3]

@@ -13,8 +13,9 @@ normalised coordinates ([-1, 1] across the image), so any `image_size` shows the
 Rendering is attenuation based: soft tissue, bones and heart add attenuation, lung air removes it,
 consolidation fills the air back in, and the detector maps it with `1 - exp(-k * A)` followed by a
 per-image window and gamma, blur, quantum noise and grain. All array work is vectorised over the
-batch; the only Python loop is over images, to draw their random numbers. One CPU core renders
-about 1,000 images/s at 128x128 (`python -m experiments.benchmarks.phantom_rate`).
+batch; the only Python loop is over images, to draw their random numbers. Rendering speed is a
+requirement (at least 500 images/s at 128x128 on one core); the measured rate is in
+docs/performance.md, section "Phantom rendering".
 """
 
 import collections
@@ -41,8 +42,8 @@ _MID_GRID = (16, 16)  # consolidation outlines, patchy (bronchopneumonic) textur
 # the vessels fanning up and down from the hila.
 _VESSEL_GRID = (9, 30)
 # Pixels rendered together: enough to amortise NumPy's per-call overhead, few enough that the
-# float32 temporaries stay in cache. At 128x128, blocks of 2-4 images measured ~1.1k images/s per
-# CPU second, blocks of 8-16 images 0.55-0.65k.
+# float32 temporaries stay in cache (block sizes compared: docs/performance.md, section "Phantom
+# rendering").
 _BLOCK_PIXELS = 4 * 128 * 128
 _MAX_LESIONS = 3
 
@@ -138,9 +139,8 @@ class PhantomSpec:
     Attributes:
       image_size: side of the square images in pixels (16 to 1024).
       difficulty: in [0, 1]; higher means fainter, smaller consolidations and more anatomical
-        variation (vessel and lung texture) for them to hide in. A small CNN trained on 200
-        images per class at 64x64 scored 89% / 84% / 68% test accuracy at 0.2 / 0.5 / 0.8
-        (mean of two seeds, `python -m experiments.benchmarks.phantom_difficulty`).
+        variation (vessel and lung texture) for them to hide in. How well a small CNN does at
+        each difficulty: docs/performance.md, section "Phantom difficulty".
       seed: non-negative integer; every image and label is a function of it.
       num_train, num_val, num_test: number of images per split (>= 0).
       train_normal_fraction, val_normal_fraction, test_normal_fraction: share of NORMAL images
@@ -412,7 +412,8 @@ def _bone(distance: np.ndarray) -> np.ndarray:
 def _binomial_blur(image: np.ndarray, passes: int) -> np.ndarray:
     """[1, 2, 1] / 4 blur along both image axes `passes` times (sigma^2 = passes / 2 pixels^2).
 
-    Slicing arithmetic, about 3x faster here than `scipy.ndimage.correlate1d` on small images.
+    Slicing arithmetic, faster here than `scipy.ndimage.correlate1d` on small images
+    (docs/performance.md, section "Phantom rendering").
     """
     for _ in range(passes):
         for axis in (-1, -2):

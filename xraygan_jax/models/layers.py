@@ -7,14 +7,14 @@ discriminator's down-sampling). Both keep PyTorch's parameter as "kernel" of sha
 (Conv2d).
 
 Why not `flax.linen.ConvTranspose`: XLA differentiates a transposed convolution into a
-window-dilated convolution with no fast CPU path (FACTS.md: 2,800 ms against 44 ms in PyTorch for
-16x16 -> 32x32, 128 -> 64 channels, batch 64). A transposed convolution is the adjoint of the
-strided convolution with the kernel's in/out axes swapped, so `up_conv_2x` has a custom VJP made
-of strided convolutions, which XLA runs fast: input gradient = strided_conv(dy, kernel^T),
-kernel gradient = that convolution's own kernel gradient. Symmetrically `down_conv_2x` takes its
+window-dilated convolution with no fast CPU path (docs/performance.md, section "Transposed
+convolutions"). A transposed convolution is the adjoint of the strided convolution with the
+kernel's in/out axes swapped, so `up_conv_2x` has a custom VJP made of strided convolutions,
+which XLA runs fast: input gradient = strided_conv(dy, kernel^T), kernel gradient = that
+convolution's own kernel gradient. Symmetrically `down_conv_2x` takes its
 input gradient from `transposed_conv`. The forward transposed convolution (`transposed_conv`)
-is either `lax.conv_transpose` or the phase-decomposed form (below), whichever measured faster
-for the shape.
+is either `lax.conv_transpose` or the phase-decomposed form (below), whichever is faster for
+the shape.
 
 The phase-decomposed form (`up_conv_2x_phases`): output row y = 2m + r only sees two input
 rows, and which 4x4 tap meets which of them depends only on the phase r. PyTorch's definition
@@ -28,25 +28,8 @@ from the 4x4 one: window (m, n) holds all four phases' sums for windows starting
 (m + ry, n + rx). It computes (H+1)(W+1)/(HW) of the transposed convolution's multiply-adds
 (1.27x at 8x8); the earlier 3x3 form computed 2.25x (it wasted 5 of every 9 taps).
 
-Measured on the 2-core CPU, batch 64, the DC-cGAN train step (64x64, ngf = ndf = 64), each
-variant against the previous in the same process (experiments/benchmarks/gan_step.py for the
-whole step against PyTorch):
-    autodiff of the 3x3 phase form (FACTS.md's lead)                  1,180-1,250 ms
-    autodiff of gemm + col2im (PyTorch's algorithm: x @ kernel to all
-      16 taps, then each output phase sums 4 shifted taps)            1,010-1,140 ms
-    custom VJP from strided convolutions, forward lax.conv_transpose  1,020-1,070 ms
-    + the 3x3 phase form where faster per layer, G's forward shared   866 against 958 ms
-then XLA's Eigen convolutions (xraygan_jax.compiler) and the 2x2-window form in place of the
-3x3 one. Per layer, with the compiler options, batch 64, ms (`python -m
-experiments.benchmarks.xla_cpu_choices --sections=transposed`; lax = lax.conv_transpose):
-    4x4x512 -> 8x8x256      lax 17    3x3 phase 42    2x2 phase 25
-    8x8x256 -> 16x16x128    lax 23    3x3 phase 33    2x2 phase 18
-    16x16x128 -> 32x32x64   lax 65    3x3 phase 35    2x2 phase 18
-    32x32x64 -> 64x64x1     lax 2.8   3x3 phase 11    2x2 phase 6.5
-Also measured and dropped, each slower: gemm + col2im as the forward (its col2im alone took
-60 ms at 16x16x128 -> 32x32x64), im2col or space-to-depth for the strided convolution's forward
-and kernel gradient, sixteen per-tap matmuls for the kernel gradient, and the real and fake
-discriminator passes as one batch of 128 (or vmapped over the two).
+Timings of each form per layer, and of the rewrites tried and dropped: docs/performance.md,
+sections "Transposed convolutions" and "The DC-cGAN step: rewrites measured on earlier code".
 """
 
 from collections.abc import Callable
@@ -99,9 +82,8 @@ def interleave_phases(windows: jax.Array) -> jax.Array:
     Pixel (2m + ry, 2n + rx) is window (m + ry, n + rx), channel (ry*2 + rx)*F + f: phase 0
     of a row reads input rows m - 1 and m (window m of the padded input), phase 1 rows m and
     m + 1 (window m + 1). Written as a sum of the four phases, each zero-padded into its place,
-    which XLA CPU fuses into one loop: 1.6 ms against 3.7 ms for `jnp.stack` of the phases or
-    for stack-then-transpose, for the (64, 17, 17, 256) -> (64, 32, 32, 64) case
-    (`python -m experiments.benchmarks.xla_cpu_choices --sections=interleave`).
+    which XLA CPU fuses into one loop, faster than `jnp.stack` of the phases (docs/performance.md,
+    section "Phase interleave").
     """
     batch, rows, columns, channels = windows.shape
     height, width, features = rows - 1, columns - 1, channels // 4
@@ -148,11 +130,8 @@ def transposed_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """ConvTranspose2d(k=4, s=2, p=1) values by whichever exact form is faster for the shape.
 
     Forward only (no autodiff through it is needed: see `up_conv_2x` and `down_conv_2x`).
-    Measured on the 2-core CPU, batch 64, with `xraygan_jax.compiler`'s options (the table in
-    this module's docstring): the phase form wins from 8x8 inputs with 8 or more output
-    channels (8x8x256 -> 16x16x128: 18 against 23 ms for lax.conv_transpose; 16x16x128 ->
-    32x32x64: 18 against 65 ms), and loses on 4x4 inputs (4x4x512 -> 8x8x256: 25 against 17 ms)
-    and few output channels (32x32x64 -> 64x64x1: 6.5 against 2.8 ms).
+    The phase form wins from 8x8 inputs with 8 or more output channels and loses on 4x4 inputs
+    and few output channels (docs/performance.md, section "Transposed convolutions").
     """
     if x.shape[1] >= 8 and kernel.shape[-1] >= 8:
         return up_conv_2x_phases(x, kernel)
@@ -182,7 +161,8 @@ def _up_conv_2x_backward(residuals, output_grad):
     # in/out swapped, so its input gradient IS that strided convolution of output_grad, and its
     # kernel gradient is that convolution's kernel gradient with cotangent x. Both are XLA's
     # fast strided-convolution kernels; autodiff of lax.conv_transpose gives a window-dilated
-    # convolution instead (FACTS.md: 60x slower than PyTorch).
+    # convolution instead, which XLA CPU runs slowly (docs/performance.md, section "Transposed
+    # convolutions").
     x, kernel = residuals
     x_grad, pullback = jax.vjp(
         lambda swapped: strided_conv(output_grad, swapped), kernel.transpose(0, 1, 3, 2)
@@ -214,9 +194,9 @@ def _down_conv_2x_forward(x, kernel):
 
 def _down_conv_2x_backward(residuals, output_grad):
     x, kernel = residuals
-    # The input gradient is the transposed convolution with the in/out-swapped kernel; XLA's own
-    # (an lhs-dilated convolution) took 59 ms against 36 ms for the phase form at 16x16x128 ->
-    # 32x32x64. The kernel gradient stays XLA's (fastest of those measured).
+    # The input gradient is the transposed convolution with the in/out-swapped kernel, faster than
+    # XLA's own lhs-dilated convolution (docs/performance.md, section "Transposed convolutions").
+    # The kernel gradient stays XLA's (fastest of those measured).
     x_grad = transposed_conv(output_grad, kernel.transpose(0, 1, 3, 2))
     _, pullback = jax.vjp(lambda k: strided_conv(x, k), kernel)
     (kernel_grad,) = pullback(output_grad)

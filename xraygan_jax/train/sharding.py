@@ -1,8 +1,9 @@
 """Data parallelism over every device: a 1-D ("data",) mesh, state replicated, batch split.
 
-The form JAX recommends since pmap went into maintenance (DESIGN.md decision 3): jit the step
-with these shardings and XLA inserts the collectives; BatchNorm statistics and losses are then
-over the global batch, exactly as on one device.
+The form JAX recommends since pmap went into maintenance in JAX 0.8 (docs/design_notes.md, section
+"Train steps and data parallelism"): jit the step with these shardings and XLA inserts the
+collectives; BatchNorm statistics and losses are then over the global batch, exactly as on one
+device.
 """
 
 from typing import Any

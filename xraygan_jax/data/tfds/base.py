@@ -1,9 +1,10 @@
 """What the three TFDS builders share: features, config names, per-class counts, file decoding.
 
-Features are TensorFlow-free (FACTS.md): the image is a ``tfds.features.Tensor`` of uint8
-``[S, S, 1]`` stored zlib-compressed, the label a ``ClassLabel``. Sets are written in the order
-they are generated (``disable_shuffling=True``), so record ``i`` of a phantom split is phantom image
-``i`` and a build is reproducible; grain shuffles at read time.
+Features are TensorFlow-free (docs/design_notes.md, section "TensorFlow Datasets without
+TensorFlow"): the image is a ``tfds.features.Tensor`` of uint8 ``[S, S, 1]`` stored
+zlib-compressed, the label a ``ClassLabel``. Sets are written in the order they are generated
+(``disable_shuffling=True``), so record ``i`` of a phantom split is phantom image ``i`` and a build
+is reproducible; grain shuffles at read time.
 
 Each built set keeps in ``builder.info.metadata`` (``metadata.json`` next to the records):
 ``counts`` ({split: {class name: n}}), ``skipped`` ([[path, reason], ...]), ``build_seconds``, and
