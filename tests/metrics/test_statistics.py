@@ -1,0 +1,221 @@
+"""Tests of the study's intervals and paired tests against cases worked out by hand.
+
+Bootstrap cases are chosen so that the resampling distribution is known exactly (a constant, or
+two images whose resamples take three values with probabilities 1/4, 1/2, 1/4), so the interval
+follows from the percentile rule without running a reference bootstrap.
+"""
+
+import math
+import re
+
+import numpy as np
+import pytest
+
+from xraygan_jax.metrics import classification, statistics
+
+ACCURACY = classification.metric_function("accuracy")
+
+
+def test_bootstrap_of_an_all_correct_classifier_is_one_one():
+    # Every resample is all correct: accuracy 1 on every resample, so the interval is (1, 1).
+    labels = np.array([0, 1, 0, 1, 1, 0, 1, 0])
+    probabilities = np.where(labels == 1, 0.9, 0.1)
+    assert statistics.bootstrap_ci(labels, probabilities, ACCURACY, num_resamples=200) == (
+        1.0,
+        1.0,
+    )
+
+
+def test_bootstrap_of_two_images_one_right_follows_the_three_point_distribution():
+    # Image 0 right, image 1 wrong. A resample of 2 draws: both image 0 (accuracy 1, chance
+    # 1/4), one of each (1/2, chance 1/2), both image 1 (0, chance 1/4).
+    # 95%: the 2.5% and 97.5% quantiles fall inside the 25% masses at 0 and 1 -> (0, 1).
+    # 40%: the 30% and 70% quantiles both fall in the middle mass (25%..75%) -> (0.5, 0.5).
+    labels = [1, 1]
+    probabilities = [0.9, 0.1]
+    assert statistics.bootstrap_ci(labels, probabilities, ACCURACY) == (0.0, 1.0)
+    assert statistics.bootstrap_ci(labels, probabilities, ACCURACY, confidence=0.4) == (0.5, 0.5)
+
+
+def test_bootstrap_is_reproducible_under_a_seed_and_contains_the_estimate():
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, 80)
+    probabilities = np.clip(0.35 * labels + 0.65 * rng.random(80), 0, 1)
+    auc = classification.metric_function("auc")
+    first = statistics.bootstrap_ci(labels, probabilities, auc, num_resamples=300, seed=7)
+    again = statistics.bootstrap_ci(labels, probabilities, auc, num_resamples=300, seed=7)
+    other = statistics.bootstrap_ci(labels, probabilities, auc, num_resamples=300, seed=8)
+    assert first == again
+    assert first != other
+    estimate = classification.roc_auc(labels, probabilities)
+    assert first[0] < estimate < first[1]
+    assert 0 <= first[0] and first[1] <= 1
+
+
+def test_bootstrap_leaves_out_resamples_where_the_metric_is_undefined():
+    # One diseased image (found) among 10. A resample of 10 draws misses it with chance
+    # (9/10)^10 = 0.349, so about 2000 * 0.349 = 697 of 2000 resamples have no positive and
+    # sensitivity 0/0 = NaN (binomial s.d. sqrt(2000 * 0.349 * 0.651) = 21). Every other
+    # resample holds only found positives: sensitivity 1, interval (1, 1).
+    labels = [1] + [0] * 9
+    probabilities = [0.9] + [0.1] * 9
+    sensitivity = classification.metric_function("sensitivity")
+    with pytest.warns(statistics.UndefinedResamplesWarning, match="sensitivity") as record:
+        interval = statistics.bootstrap_ci(labels, probabilities, sensitivity)
+    assert interval == (1.0, 1.0)
+    left_out = int(re.search(r"on (\d+) of 2000", str(record[0].message)).group(1))
+    assert 697 - 5 * 21 < left_out < 697 + 5 * 21
+
+
+def test_bootstrap_of_a_metric_undefined_everywhere_is_nan():
+    # One class only: AUC is undefined on the data and on every resample.
+    with pytest.warns(statistics.UndefinedResamplesWarning, match="all 50"):
+        low, high = statistics.bootstrap_ci(
+            [0, 0, 0, 0],
+            [0.1, 0.2, 0.3, 0.4],
+            classification.metric_function("auc"),
+            num_resamples=50,
+        )
+    assert math.isnan(low) and math.isnan(high)
+
+
+def test_paired_image_bootstrap_uses_the_same_images_for_both_arms():
+    # Identical classifiers: on jointly resampled images the difference is 0 on every
+    # resample, so (0, 0). Independent resampling of the two arms would spread it.
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 2, 50)
+    probabilities = rng.random(50)
+    result = statistics.paired_image_bootstrap_difference(
+        labels, probabilities, probabilities, ACCURACY, num_resamples=200
+    )
+    assert result == {"difference": 0.0, "low": 0.0, "high": 0.0}
+
+
+def test_paired_image_bootstrap_of_two_images_follows_the_three_point_distribution():
+    # Both diseased. Arm right on both (0.9, 0.9): accuracy 1 on every resample. Baseline
+    # right on image 0 only: accuracy 1, 1/2, 0 with chance 1/4, 1/2, 1/4 (see
+    # test_bootstrap_of_two_images_one_right...). Difference 0, 1/2, 1 with the same chances;
+    # on the data 1 - 1/2 = 1/2. 95% -> (0, 1).
+    result = statistics.paired_image_bootstrap_difference(
+        [1, 1], [0.9, 0.9], [0.9, 0.1], ACCURACY, seed=1
+    )
+    assert result == {"difference": 0.5, "low": 0.0, "high": 1.0}
+
+
+def test_mcnemar_exact_by_hand():
+    # A right and B wrong on 1 image (b = 1), A wrong and B right on 6 (c = 6), 3 both right,
+    # 2 both wrong. Two-sided p = 2 * (C(7,0) + C(7,1)) / 2^7 = 2 * 8 / 128 = 0.125.
+    correct_a = [True] + [False] * 6 + [True] * 3 + [False] * 2
+    correct_b = [False] + [True] * 6 + [True] * 3 + [False] * 2
+    result = statistics.mcnemar_exact(correct_a, correct_b)
+    assert result["b"] == 1 and result["c"] == 6
+    assert result["p_value"] == pytest.approx(0.125)
+    assert type(result["b"]) is int and type(result["p_value"]) is float
+    # b = 0, c = 5: p = 2 * C(5,0) / 2^5 = 2 / 32 = 0.0625; as 0/1 ints.
+    result = statistics.mcnemar_exact([0] * 5, [1] * 5)
+    assert (result["b"], result["c"]) == (0, 5)
+    assert result["p_value"] == pytest.approx(0.0625)
+    # b = c = 3: the observed count is the centre of Binomial(6, 1/2), every outcome is as
+    # extreme or more, p = 1.
+    assert statistics.mcnemar_exact([1, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1])["p_value"] == (
+        pytest.approx(1.0)
+    )
+
+
+def test_mcnemar_without_discordant_images_has_p_one():
+    # Both right on 2, both wrong on 1: b = c = 0, no evidence either way.
+    assert statistics.mcnemar_exact([1, 1, 0], [1, 1, 0]) == {"b": 0, "c": 0, "p_value": 1.0}
+
+
+def test_summarise_over_seeds_by_hand():
+    # Mean of 0.5, 0.75, 1.0 is 0.75; squared deviations 0.0625 + 0 + 0.0625 = 0.125, over
+    # n - 1 = 2: 0.0625, std 0.25.
+    assert statistics.summarise_over_seeds([0.5, 0.75, 1.0]) == {
+        "mean": 0.75,
+        "std": 0.25,
+        "n": 3,
+    }
+    single = statistics.summarise_over_seeds([0.8])
+    assert single["mean"] == 0.8 and single["n"] == 1 and math.isnan(single["std"])
+
+
+def test_paired_difference_over_seeds_by_hand():
+    # Two seeds with differences 0 and 1 (exact in binary): resampled means 0, 1/2, 1 with
+    # chance 1/4, 1/2, 1/4; mean 1/2; 95% -> (0, 1); 40% -> (1/2, 1/2).
+    assert statistics.paired_difference_ci([0.5, 1.0], [0.5, 0.0]) == {
+        "mean_difference": 0.5,
+        "low": 0.0,
+        "high": 1.0,
+        "n": 2,
+    }
+    narrow = statistics.paired_difference_ci([0.5, 1.0], [0.5, 0.0], confidence=0.4)
+    assert (narrow["low"], narrow["high"]) == (0.5, 0.5)
+
+
+def test_paired_difference_of_a_constant_gain_is_that_gain():
+    # 0.75 - 0.5 = 0.5 - 0.25 = 0.625 - 0.375 = 0.25 on every seed.
+    result = statistics.paired_difference_ci([0.75, 0.5, 0.625], [0.5, 0.25, 0.375])
+    assert result == {"mean_difference": 0.25, "low": 0.25, "high": 0.25, "n": 3}
+    assert statistics.verdict(result["low"], result["high"]) == "better"
+
+
+def test_paired_difference_of_one_seed_has_no_interval():
+    result = statistics.paired_difference_ci([0.75], [0.5])
+    assert result["mean_difference"] == 0.25 and result["n"] == 1
+    assert math.isnan(result["low"]) and math.isnan(result["high"])
+    assert statistics.verdict(result["low"], result["high"]) == "not enough data"
+
+
+def test_paired_difference_with_a_nan_seed_is_nan():
+    result = statistics.paired_difference_ci([0.75, float("nan")], [0.5, 0.5])
+    assert math.isnan(result["mean_difference"]) and math.isnan(result["low"])
+
+
+def test_paired_difference_is_reproducible_and_brackets_the_mean():
+    arm = [0.81, 0.84, 0.80, 0.86, 0.83]
+    base = [0.80, 0.80, 0.81, 0.82, 0.80]
+    first = statistics.paired_difference_ci(arm, base, seed=4, num_resamples=500)
+    assert first == statistics.paired_difference_ci(arm, base, seed=4, num_resamples=500)
+    # Differences 0.01, 0.04, -0.01, 0.04, 0.03: mean 0.11 / 5 = 0.022, inside [min, max].
+    assert first["mean_difference"] == pytest.approx(0.022)
+    assert -0.01 - 1e-12 <= first["low"] < 0.022 < first["high"] <= 0.04 + 1e-12
+
+
+@pytest.mark.parametrize(
+    ("low", "high", "higher_is_better", "expected"),
+    [
+        (0.01, 0.05, True, "better"),
+        (-0.05, -0.01, True, "worse"),
+        (-0.01, 0.02, True, "no detectable difference"),
+        (0.0, 0.1, True, "no detectable difference"),  # touching zero is not a gain
+        (-0.1, 0.0, True, "no detectable difference"),
+        (float("nan"), float("nan"), True, "not enough data"),
+        (-3.0, -1.0, False, "better"),  # fewer missed diseases
+        (1.0, 3.0, False, "worse"),
+    ],
+)
+def test_verdict(low, high, higher_is_better, expected):
+    assert statistics.verdict(low, high, higher_is_better=higher_is_better) == expected
+
+
+def test_bad_input_is_rejected_by_name():
+    with pytest.raises(ValueError, match="needs at least 2 images, got 1"):
+        statistics.bootstrap_ci([1], [0.9], ACCURACY)
+    with pytest.raises(ValueError, match="3 labels, 2 probabilities"):
+        statistics.bootstrap_ci([1, 0, 1], [0.9, 0.1], ACCURACY)
+    with pytest.raises(ValueError, match="found 1.5 at index 0"):
+        statistics.bootstrap_ci([1, 0], [1.5, 0.1], ACCURACY)
+    with pytest.raises(ValueError, match="num_resamples must be a positive integer, got 0"):
+        statistics.bootstrap_ci([1, 0], [0.9, 0.1], ACCURACY, num_resamples=0)
+    with pytest.raises(ValueError, match="confidence must lie strictly between 0 and 1, got 95"):
+        statistics.bootstrap_ci([1, 0], [0.9, 0.1], ACCURACY, confidence=95)
+    with pytest.raises(ValueError, match="2 labels, 3 probabilities"):
+        statistics.paired_image_bootstrap_difference([1, 0], [0.9, 0.1], [0.9, 0.1, 0.5], ACCURACY)
+    with pytest.raises(ValueError, match="differ in length: 3 and 2"):
+        statistics.mcnemar_exact([1, 0, 1], [1, 0])
+    with pytest.raises(ValueError, match="correct_b must be 0 or 1; found 2 at index 1"):
+        statistics.mcnemar_exact([1, 0], [1, 2])
+    with pytest.raises(ValueError, match="differ in length: 3 and 2 seeds"):
+        statistics.paired_difference_ci([0.1, 0.2, 0.3], [0.1, 0.2])
+    with pytest.raises(ValueError, match="values must be a non-empty 1-D"):
+        statistics.summarise_over_seeds([])
