@@ -1,8 +1,14 @@
-"""What every launcher does before handing over to the library: distributed set-up and a log line.
+"""What every launcher does around the library: flags checks, logs, distributed set-up, errors.
 
-Kept out of the library because it reads absl flags (DESIGN.md: no flags parsed in xraygan_jax).
+Kept out of the library because it reads absl flags (the library parses none).
+
+User errors (a bad path or config value, data too small for the batch, missing weights, ...) are
+printed as one line that names what to fix, with exit status 1 and no traceback;
+`--verbosity=1` shows the traceback (and debug logs). By default the libraries' INFO logs are
+hidden; the progress lines (standard error) and warnings stay.
 """
 
+import errno
 import importlib.util
 import os
 import sys
@@ -10,6 +16,8 @@ import sys
 import jax
 import ml_collections
 from absl import app, flags, logging
+
+from xraygan_jax import errors
 
 _DISTRIBUTED = flags.DEFINE_bool(
     "distributed",
@@ -82,10 +90,45 @@ def unknown_config_override(argv: list[str], default_config: str) -> str | None:
     return None
 
 
+# What a user can fix from the message alone. OSError covers a missing or unwritable path and a
+# full disk; ValueError covers config values the library rejects by name.
+USER_ERRORS = (errors.UserError, ValueError, OSError, FloatingPointError, flags.ValidationError)
+
+
+def one_line(error: BaseException) -> str:
+    """The error's message on one line (multi-line messages are joined with '; ')."""
+    message = str(error) or type(error).__name__
+    if isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        message = f"disk full: {message}"
+    return "; ".join(line.strip() for line in message.splitlines() if line.strip())
+
+
+def _verbosity_given(argv: list[str]) -> bool:
+    return any(arg.split("=")[0] in ("--verbosity", "-v", "--v") for arg in argv[1:])
+
+
+def guarded(main):
+    """Wraps a launcher's main: quiet logs by default, user errors as one line."""
+
+    def wrapper(argv):
+        verbose = _verbosity_given(sys.argv)
+        if not verbose:
+            logging.set_verbosity(logging.WARNING)
+        try:
+            return main(argv)
+        except USER_ERRORS as error:
+            if verbose and logging.get_verbosity() >= 1:
+                raise
+            print(f"error: {one_line(error)} (--verbosity=1 shows the traceback)", file=sys.stderr)
+            sys.exit(1)
+
+    return wrapper
+
+
 def run(main, default_config: str = "experiments/configs/dcgan.py") -> None:
     """`absl.app.run(main)`, after checking `--config.*` overrides name existing keys."""
     message = unknown_config_override(sys.argv, default_config)
     if message:
         print(f"error: {message}", file=sys.stderr)
         sys.exit(2)
-    app.run(main)
+    app.run(guarded(main))

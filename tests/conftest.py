@@ -8,16 +8,42 @@ reader must find.
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
 from PIL import Image
 
+
+def _isolate_the_cache() -> pathlib.Path:
+    """Points $XRAYGAN_CACHE at a temporary folder for the whole test session.
+
+    Tests must leave nothing in the user's cache (reference features, prepared data sets). The
+    FID weights are the exception that is read, not written: the user's cached files are linked
+    in, so tests (and the launchers they start, which inherit the environment) find them.
+    """
+    user_cache = pathlib.Path(
+        os.environ.get("XRAYGAN_CACHE") or os.path.join("~", ".cache", "xraygan_jax")
+    ).expanduser()
+    session_cache = pathlib.Path(tempfile.mkdtemp(prefix="xraygan-test-cache-"))
+    atexit.register(shutil.rmtree, session_cache, ignore_errors=True)
+    user_weights = user_cache / "fid_inception"
+    if user_weights.is_dir():
+        (session_cache / "fid_inception").mkdir()
+        for path in user_weights.iterdir():
+            (session_cache / "fid_inception" / path.name).symlink_to(path.resolve())
+    os.environ["XRAYGAN_CACHE"] = str(session_cache)
+    return session_cache
+
+
+SESSION_CACHE = _isolate_the_cache()
 # Mean gray level of each class's images before any conversion.
 CLASS_LEVELS = (60, 190)
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]

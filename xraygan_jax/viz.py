@@ -207,15 +207,27 @@ def plot_metric_by_epoch(
     *,
     ylabel: str,
     title: str,
+    floors: dict[str, float] | None = None,
 ) -> str:
     """One line per named series of (epochs, values), e.g. FID against epoch per class.
+
+    Args:
+      series: {name: (epochs, values)}.
+      path: the PNG to write.
+      ylabel, title: axis label and title.
+      floors: {series name: value} drawn as a dashed horizontal line in the series' colour
+        (e.g. the real-vs-real FID floor).
 
     Returns:
       The path written, as a string.
     """
     figure, axes = plt.subplots(figsize=(7, 4), dpi=_DPI)
     for name, (epochs, values) in series.items():
-        axes.plot(epochs, values, marker="o", label=name)
+        (line,) = axes.plot(epochs, values, marker="o", label=name)
+        if floors and name in floors:
+            axes.axhline(
+                floors[name], color=line.get_color(), linestyle="--", label=f"{name}: floor"
+            )
     axes.set_xlabel("epoch")
     axes.set_ylabel(ylabel)
     axes.set_title(title)

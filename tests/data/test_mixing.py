@@ -170,10 +170,15 @@ def test_load_image_folder_errors_name_the_problem(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"PNEUMONIA for class 'PNEUMONIA' is missing"):
         mixing.load_image_folder(tmp_path, SIZE, names)
     (tmp_path / "PNEUMONIA").mkdir()
-    with pytest.raises(ValueError, match=r"No PNG images in .*PNEUMONIA"):
+    with pytest.raises(
+        ValueError,
+        match=r"No images for class 'PNEUMONIA': .*PNEUMONIA' has no usable image \(it is empty\)",
+    ):
         mixing.load_image_folder(tmp_path, SIZE, names)
     (tmp_path / "PNEUMONIA" / "bad.png").write_bytes(b"truncated")
-    with pytest.raises(ValueError, match=r"No readable PNG images in .*\(1 PNG files"):
+    with pytest.raises(
+        ValueError, match=r"No readable images in .*\(1 image files, all unreadable"
+    ):
         mixing.load_image_folder(tmp_path, SIZE, names)
     _write_pngs(tmp_path / "PNEUMONIA", [2], size=SIZE * 2)
     with pytest.raises(ValueError, match=r"002.png is 16x16, expected 8x8"):

@@ -5,13 +5,15 @@ import pathlib
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 from conftest import run_launcher
-from orbax.checkpoint._src.path import atomicity
 from PIL import Image
 
 from experiments.configs import test as test_config
-from xraygan_jax.train import checkpointing, gan_loop, generation, reporting
+from xraygan_jax import errors, runs
+from xraygan_jax.data import folders
+from xraygan_jax.train import checkpointing, gan_loop, reporting, sharding
 
 
 def _config(tmp_path_factory, **train):
@@ -23,8 +25,16 @@ def _config(tmp_path_factory, **train):
 
 
 def _final_params(workdir, name):
-    state, _ = generation.load_gan_state(workdir, name)
+    run = runs.Run(workdir)
+    abstract, _ = gan_loop.abstract_state(run.load_config(), 2, sharding.make_mesh())
+    checkpoints = run.checkpointer(name)
+    state = checkpoints.restore(checkpoints.latest_epoch(), abstract)
+    checkpoints.close()
     return jax.device_get({"g": state.g_params, "d": state.d_params, "opt": state.d_opt_state})
+
+
+def _epochs(workdir, name):
+    return runs.Run(workdir).checkpoint_epochs(name)
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +49,7 @@ def test_per_class_run_leaves_every_artifact(per_class_run):
     config, workdir, results = per_class_run
     assert sorted(results) == ["NORMAL", "PNEUMONIA"]
     for name, result in results.items():
-        assert generation.checkpoint_epochs(workdir, name) == [1, 2]
+        assert _epochs(workdir, name) == [1, 2]
         assert (workdir / "samples" / name / "epoch_0001.png").exists()
         grid = Image.open(workdir / "samples" / name / "epoch_0002.png")
         assert grid.size[0] > config.data.image_size
@@ -64,10 +74,10 @@ def test_per_class_gans_have_different_parameters(per_class_run):
 
 def test_generate_writes_png_folders(per_class_run, tmp_path):
     _, workdir, _ = per_class_run
-    images, epochs = generation.generate_per_class(workdir, 5, seed=1)
+    images, epochs = runs.Run(workdir).generate_per_class(5, seed=1)
     assert epochs == {"NORMAL": 2, "PNEUMONIA": 2}
     assert images["NORMAL"].shape == (5, 32, 32, 1) and images["NORMAL"].dtype == np.uint8
-    counts = generation.write_image_folder(images, tmp_path / "out")
+    counts = folders.write_image_folder(images, tmp_path / "out")
     assert counts == {"NORMAL": 5, "PNEUMONIA": 5}
     png = Image.open(tmp_path / "out" / "PNEUMONIA" / "PNEUMONIA_00004.png")
     assert png.mode == "L" and png.size == (32, 32)
@@ -80,9 +90,9 @@ def test_stop_and_resume_is_exact(tmp_path_factory):
 
     resumed = tmp_path_factory.mktemp("resumed")
     gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False, num_epochs=1), resumed)
-    assert generation.checkpoint_epochs(resumed, "conditional") == [1]
+    assert _epochs(resumed, "conditional") == [1]
     gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), resumed)
-    assert generation.checkpoint_epochs(resumed, "conditional") == [1, 2]
+    assert _epochs(resumed, "conditional") == [1, 2]
 
     expected = _final_params(straight, "conditional")
     actual = _final_params(resumed, "conditional")
@@ -92,21 +102,25 @@ def test_stop_and_resume_is_exact(tmp_path_factory):
 def test_killed_while_saving_keeps_the_previous_checkpoint(tmp_path_factory, monkeypatch):
     workdir = tmp_path_factory.mktemp("killed")
     gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False, num_epochs=1), workdir)
+    checkpoints = workdir / "checkpoints" / "conditional"
+    saved = {path.name for path in checkpoints.iterdir()}
+    save_json = ocp.handlers.JsonCheckpointHandler.async_save
 
-    def killed(*args, **kwargs):
+    async def killed(self, *args, **kwargs):
+        await save_json(self, *args, **kwargs)
         raise KeyboardInterrupt("killed while saving")
 
-    # The data of epoch 2 is written, the process dies before orbax commits it (the rename).
+    # Epoch 2's metadata is written, then the process dies before orbax completes the checkpoint.
     with monkeypatch.context() as patch:
-        patch.setattr(atomicity.AtomicRenameTemporaryPath, "finalize", killed)
+        patch.setattr(ocp.handlers.JsonCheckpointHandler, "async_save", killed)
         with pytest.raises(KeyboardInterrupt):
             gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), workdir)
-    leftovers = [p.name for p in (workdir / "checkpoints" / "conditional").iterdir()]
-    assert any("tmp" in name for name in leftovers)
-    assert generation.checkpoint_epochs(workdir, "conditional") == [1]
+    # The half-written checkpoint is on disk, but not counted.
+    assert {path.name for path in checkpoints.iterdir()} - saved
+    assert _epochs(workdir, "conditional") == [1]
 
     gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), workdir)
-    assert generation.checkpoint_epochs(workdir, "conditional") == [1, 2]
+    assert _epochs(workdir, "conditional") == [1, 2]
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path_factory):
@@ -119,7 +133,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     message = r"non-finite loss/[dg]=nan at step \d+ \(epoch 2\)"
     with pytest.raises(FloatingPointError, match=message):
         gan_loop.train_and_evaluate(config, workdir)
-    assert generation.checkpoint_epochs(workdir, "conditional") == [1]
+    assert _epochs(workdir, "conditional") == [1]
     jax.tree.map(np.testing.assert_array_equal, good, _final_params(workdir, "conditional"))
 
 
@@ -132,7 +146,7 @@ def test_checkpoint_of_another_architecture_is_named_and_kept(tmp_path_factory):
         ValueError, match=r"different architecture[\s\S]*model\.ngf: checkpoint 8, config 16"
     ):
         gan_loop.train_and_evaluate(config, workdir)
-    assert generation.checkpoint_epochs(workdir, "conditional") == [1]
+    assert _epochs(workdir, "conditional") == [1]
 
 
 def test_check_compatible_names_changed_parameter_shapes(tmp_path):
@@ -196,6 +210,6 @@ def test_generate_launcher_writes_the_asked_number_per_class(per_class_run, tmp_
 def test_generate_names_the_saved_epochs_when_asked_for_another(per_class_run):
     _, workdir, _ = per_class_run
     with pytest.raises(
-        FileNotFoundError, match=r"no checkpoint of epoch 7 .* saved epochs: \[1, 2\]"
+        errors.MissingError, match=r"no checkpoint of epoch 7 .* saved epochs: \[1, 2\]"
     ):
-        generation.load_gan_state(workdir, "NORMAL", 7)
+        runs.Run(workdir).restore_generator("NORMAL", 7)

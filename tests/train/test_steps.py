@@ -46,12 +46,12 @@ def _batch() -> dict[str, jax.Array]:
 
 
 @functools.cache
-def _train_step(d_steps_per_g_step: int = 1, g_steps_per_d_step: int = 1):
+def _train_step(d_updates_per_step: int = 1, g_updates_per_step: int = 1):
     return jax.jit(
         functools.partial(
             steps.gan_train_step,
-            d_steps_per_g_step=d_steps_per_g_step,
-            g_steps_per_d_step=g_steps_per_d_step,
+            d_updates_per_step=d_updates_per_step,
+            g_updates_per_step=g_updates_per_step,
         )
     )
 
@@ -103,7 +103,7 @@ def test_step_is_a_function_of_its_key():
 
 
 def test_two_generator_steps_per_discriminator_step():
-    new_state, metrics = _train_step(g_steps_per_d_step=2)(_initial_state(), _batch(), _key(2))
+    new_state, metrics = _train_step(g_updates_per_step=2)(_initial_state(), _batch(), _key(2))
     assert _adam_count(new_state.g_opt_state) == 2
     assert _adam_count(new_state.d_opt_state) == 1
     assert int(new_state.step) == 1
@@ -111,7 +111,7 @@ def test_two_generator_steps_per_discriminator_step():
 
 
 def test_two_discriminator_steps_per_generator_step():
-    new_state, _ = _train_step(d_steps_per_g_step=2)(_initial_state(), _batch(), _key(2))
+    new_state, _ = _train_step(d_updates_per_step=2)(_initial_state(), _batch(), _key(2))
     assert _adam_count(new_state.d_opt_state) == 2
     assert _adam_count(new_state.g_opt_state) == 1
 

@@ -44,7 +44,7 @@ import collections
 import concurrent.futures
 import os
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import NamedTuple
 
 import numpy as np
@@ -80,13 +80,15 @@ class ImageDecodeError(ValueError):
     """An image file that Pillow cannot decode or convert (corrupt, truncated, unknown mode)."""
 
 
-def _is_ignored(name: str) -> bool:
+def is_ignored(name: str) -> bool:
+    """True for entries that are never data: dotfiles (.DS_Store, ._name forks) and __MACOSX."""
     return name.startswith(".") or name in _IGNORED_NAMES
 
 
-def _visible_subdirs(path: str) -> list[str]:
+def visible_subdirs(path: str | os.PathLike) -> list[str]:
+    """The sub-folder names of `path` that are not ignored (see `is_ignored`), sorted."""
     return sorted(
-        entry.name for entry in os.scandir(path) if entry.is_dir() and not _is_ignored(entry.name)
+        entry.name for entry in os.scandir(path) if entry.is_dir() and not is_ignored(entry.name)
     )
 
 
@@ -101,11 +103,18 @@ def _require_dir(path: str, what: str) -> str:
     return path
 
 
-def _list_class_images(class_dir: str) -> tuple[list[str], list[SkippedFile]]:
-    """Candidate image files of one class folder (sorted), and what was skipped there."""
+def list_class_images(class_dir: str | os.PathLike) -> tuple[list[str], list[SkippedFile]]:
+    """Candidate image files of one class folder (sorted), and what was skipped there.
+
+    The one rule for what counts as an image in a class folder, used for ingestion, evaluation
+    and mixing alike.
+
+    Raises:
+      ValueError: the folder has no usable image (names it and what was skipped).
+    """
     paths, skipped = [], []
     for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
-        if _is_ignored(entry.name):
+        if is_ignored(entry.name):
             continue
         if entry.is_dir():
             skipped.append(SkippedFile(entry.path, "a folder inside a class folder (not searched)"))
@@ -134,7 +143,7 @@ def _list_class_images(class_dir: str) -> tuple[list[str], list[SkippedFile]]:
 
 
 def _check_class_folders(split_dir: str, class_names: Sequence[str], *, strict: bool) -> None:
-    found = _visible_subdirs(split_dir)
+    found = visible_subdirs(split_dir)
     missing = [name for name in class_names if name not in found]
     extra = [name for name in found if name not in class_names]
     if missing or (strict and extra):
@@ -184,7 +193,7 @@ def resolve_kermany_root(root: str | os.PathLike) -> str:
         raise ValueError(
             f"No train/val/test folders in {root!r} (nor in a chest_xray folder below it). "
             f"Expected the Kermany layout chest_xray/{{train,val,test}}/{{NORMAL,PNEUMONIA}}; "
-            f"found: {', '.join(_visible_subdirs(root)) or 'no folders'}."
+            f"found: {', '.join(visible_subdirs(root)) or 'no folders'}."
         )
     missing = [s for s in ("train", "test") if s not in present]
     if missing:
@@ -233,7 +242,7 @@ def scan_kermany(
         _check_class_folders(split_dir, KERMANY_CLASS_NAMES, strict=True)
         items = []
         for label, name in enumerate(KERMANY_CLASS_NAMES):
-            paths, class_skipped = _list_class_images(os.path.join(split_dir, name))
+            paths, class_skipped = list_class_images(os.path.join(split_dir, name))
             items.extend((path, label) for path in paths)
             skipped.extend(class_skipped)
         splits[split] = items
@@ -269,7 +278,7 @@ def scan_class_folders(
     _check_class_folders(root, class_names, strict=False)
     items, skipped = [], []
     for label, name in enumerate(class_names):
-        paths, class_skipped = _list_class_images(os.path.join(root, name))
+        paths, class_skipped = list_class_images(os.path.join(root, name))
         items.extend((path, label) for path in paths)
         skipped.extend(class_skipped)
     return items, skipped
@@ -437,6 +446,7 @@ def decode_images(
       and the reason in ``error`` (it is skipped, not fatal).
     """
     paths = list(paths)
+    num_failed = 0
     num_threads = num_threads or os.cpu_count() or 1
     start = last_log = time.monotonic()
     with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
@@ -453,6 +463,7 @@ def decode_images(
                 image, error = future.result(), ""
             except ImageDecodeError as decode_error:
                 image, error = None, str(decode_error.__cause__ or decode_error)
+                num_failed += 1
             try:
                 yield DecodedImage(paths[done], image, error)
             except GeneratorExit:
@@ -473,4 +484,33 @@ def decode_images(
                 )
     if paths:
         elapsed = time.monotonic() - start
-        logging.info("Decoded %d images in %.1f s.", len(paths), elapsed)
+        logging.info(
+            "Decoded %d images in %.1f s%s.",
+            len(paths) - num_failed,
+            elapsed,
+            f" ({num_failed} of {len(paths)} could not be decoded)" if num_failed else "",
+        )
+
+
+def write_image_folder(
+    images: Mapping[str, np.ndarray], out_dir: str | os.PathLike
+) -> dict[str, int]:
+    """Writes uint8 images as `out_dir/<class>/<class>_00000.png`, ... (what the readers take).
+
+    Args:
+      images: {class name: uint8 [N, S, S, 1]}.
+      out_dir: the folder (created if missing).
+
+    Returns:
+      {class name: number of files written}.
+    """
+    counts = {}
+    for class_name, class_images in images.items():
+        folder = os.path.join(os.fspath(out_dir), class_name)
+        os.makedirs(folder, exist_ok=True)
+        for index, image in enumerate(class_images):
+            Image.fromarray(image[..., 0], mode="L").save(
+                os.path.join(folder, f"{class_name}_{index:05d}.png")
+            )
+        counts[class_name] = len(class_images)
+    return counts

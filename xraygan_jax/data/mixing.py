@@ -28,7 +28,7 @@ import numpy as np
 from absl import logging
 from PIL import Image
 
-from xraygan_jax.data import pipeline
+from xraygan_jax.data import folders, pipeline
 
 
 def num_synthetic(num_real: int, fraction: float) -> int:
@@ -202,11 +202,6 @@ def _read_png(path: pathlib.Path, image_size: int) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8)
 
 
-def _is_hidden(path: pathlib.Path) -> bool:
-    # .DS_Store, macOS "._name" resource forks and __MACOSX trees are not data.
-    return path.name.startswith(".") or path.name == "__MACOSX"
-
-
 def load_image_folder(
     path: str | pathlib.Path, image_size: int, class_names: tuple[str, ...] | list[str]
 ) -> pipeline.ArraySource:
@@ -236,7 +231,7 @@ def load_image_folder(
             f"Generated-image folder {root} does not exist; write it with experiments.generate "
             "or pass the folder that holds <class_name>/*.png."
         )
-    found = sorted(p.name for p in root.iterdir() if p.is_dir() and not _is_hidden(p))
+    found = folders.visible_subdirs(root)
     unknown = sorted(set(found) - set(class_names))
     if unknown:
         raise ValueError(
@@ -250,22 +245,19 @@ def load_image_folder(
             raise FileNotFoundError(
                 f"Class folder {folder} for class {class_name!r} is missing; found {found}."
             )
-        files = sorted(
-            p
-            for p in folder.iterdir()
-            if p.is_file() and p.suffix.lower() == ".png" and not _is_hidden(p)
-        )
+        try:
+            files, _ = folders.list_class_images(folder)
+        except ValueError as error:
+            raise ValueError(f"No images for class {class_name!r}: {error}") from error
         class_images = []
         for file in files:
             try:
-                class_images.append(_read_png(file, image_size))
+                class_images.append(_read_png(pathlib.Path(file), image_size))
             except OSError as error:  # PIL's UnidentifiedImageError and truncated files.
                 skipped.append(f"{file} ({error})")
         if not class_images:
             raise ValueError(
-                f"No readable PNG images in {folder} ({len(files)} PNG files, all unreadable)."
-                if files
-                else f"No PNG images in {folder}; generate images for class {class_name!r}."
+                f"No readable images in {folder} ({len(files)} image files, all unreadable)."
             )
         images.extend(class_images)
         labels.extend([label] * len(class_images))

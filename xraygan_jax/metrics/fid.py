@@ -2,8 +2,12 @@
 
 The standard definitions, computed so that numbers are comparable with published ones:
 
-- Features: the 2048-d pool features of `inception.FIDInception` on uint8 images under the
-  standard preprocessing (`InceptionFeatureExtractor`), float32.
+- Features: the 2048-d pool features of `inception.FIDInception` on uint8 images, float32
+  (`InceptionFeatureExtractor`). How images reach the network's 299x299 input is a choice, the
+  `resize` mode, and each mode reproduces one FID tool (docs/fid_protocol.md, "Resize modes"):
+  `tf1` (the default) is TTUR's and NVIDIA's TF1 bilinear resize, `pytorch_fid` pytorch-fid's
+  half-pixel bilinear resize and [-1, 1] scaling, `clean` clean-fid's Pillow bicubic resize. At
+  low resolution they give different FIDs, so results name their mode.
 - FID (Heusel et al. 2017): mean and covariance accumulated in float64, streamed
   (`FeatureStats`), so a large set never has to be held in memory. The covariance is the
   unbiased sample covariance (divides by N - 1), as `np.cov` in TTUR and pytorch-fid; NVIDIA's
@@ -30,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import scipy.linalg
+from PIL import Image
 
 from xraygan_jax import compiler
 from xraygan_jax.models import inception
@@ -45,6 +50,8 @@ CPU_BATCH_SIZE = 4
 _MAX_BATCHES_IN_FLIGHT = 2
 # KID kernel matrices over whole sets up to this size are computed once, not per subset.
 _MAX_PRECOMPUTED_KID_SAMPLES = 4096
+# How images are resized to the network input; each reproduces one FID tool (`resize_images`).
+RESIZE_MODES = ("tf1", "pytorch_fid", "clean")
 
 
 class SmallSampleWarning(UserWarning):
@@ -97,14 +104,131 @@ def check_images(images: Any) -> np.ndarray:
     return array
 
 
+def check_resize_mode(resize: str) -> str:
+    """Returns `resize` if it is one of `RESIZE_MODES`.
+
+    Raises:
+      ValueError: an unknown mode; the message lists the valid ones.
+    """
+    if resize not in RESIZE_MODES:
+        raise ValueError(
+            f"unknown resize mode {resize!r}; expected one of {', '.join(RESIZE_MODES)} "
+            '(docs/fid_protocol.md, "Resize modes")'
+        )
+    return resize
+
+
+def _quantize_on_host(images: np.ndarray) -> np.ndarray:
+    """`inception.quantize_to_uint8_values` in NumPy, for the resize that runs on the host."""
+    if images.dtype == np.uint8:
+        return images
+    return np.floor(np.clip(images.astype(np.float32) * 127.5 + 128.0, 0.0, 255.0))
+
+
+def _resize_clean(images: np.ndarray, size: int) -> np.ndarray:
+    """clean-fid's resize: every channel as a float32 Pillow image (mode "F"), bicubic.
+
+    Pillow widens the bicubic kernel by the shrink factor when downsampling (antialiasing). The
+    result is clipped to 0..255, as clean-fid does against the kernel's overshoot, and not
+    quantised again. One image channel costs about 1.5 ms at 64 -> 299 on one core
+    (docs/fid_protocol.md).
+    """
+    images = np.asarray(images)
+    resized = np.empty((images.shape[0], size, size, images.shape[-1]), np.float32)
+    for index in range(images.shape[0]):
+        for channel in range(images.shape[-1]):
+            plane = np.ascontiguousarray(images[index, :, :, channel], dtype=np.float32)
+            # A 2-D float32 array becomes a mode "F" image.
+            image = Image.fromarray(plane).resize((size, size), Image.Resampling.BICUBIC)
+            resized[index, :, :, channel] = np.asarray(image)
+    return np.clip(resized, 0.0, 255.0, out=resized)
+
+
+def resize_images(
+    images: Any, resize: str = "tf1", *, size: int = inception.INPUT_SIZE
+) -> jax.Array | np.ndarray:
+    """Resizes images holding pixel values 0..255 the way the `resize` mode's FID tool does.
+
+    - "tf1": TF1's `resize_bilinear` (align_corners=False, half_pixel_centers=False, no
+      antialiasing), as TTUR and NVIDIA's metrics (`inception.resize_bilinear_tf1`).
+    - "pytorch_fid": PyTorch's `F.interpolate(mode="bilinear", align_corners=False)`, as
+      pytorch-fid: half-pixel centres, no antialiasing. `jax.image.resize` with "linear" and
+      antialias=False computes the same (source = (dst + 0.5) * in / out - 0.5; taps outside the
+      image get no weight and the rest are renormalised, which equals PyTorch's clamping to the
+      edge pixel), at `Precision.HIGHEST` so that no accelerator rounds it to TF32.
+    - "clean": clean-fid's Pillow bicubic with antialiasing on each channel in float32, clipped
+      to 0..255, not quantised again. It runs in NumPy on the host.
+
+    Args:
+      images: [N, H, W, C] holding values 0..255 (uint8, or float holding integers as
+        `inception.quantize_to_uint8_values` returns).
+      resize: one of `RESIZE_MODES`.
+      size: output height and width.
+
+    Returns:
+      float32 [N, size, size, C] in the pixel scale 0..255: a `jax.Array`, or for "clean" a
+      NumPy array.
+
+    Raises:
+      ValueError: an unknown mode.
+    """
+    check_resize_mode(resize)
+    if resize == "clean":
+        return _resize_clean(np.asarray(images), size)
+    x = jnp.asarray(images).astype(jnp.float32)
+    if resize == "tf1":
+        return inception.resize_bilinear_tf1(x, size)
+    if x.shape[1:3] == (size, size):
+        return x
+    return jax.image.resize(x, (x.shape[0], size, size, x.shape[-1]), "linear", antialias=False)
+
+
+def normalize_resized(resized: Any, resize: str = "tf1") -> jax.Array:
+    """Maps `resize_images` output (0..255) to the network input, as the mode's tool does.
+
+    "tf1" and "clean" feed (x - 128) / 128 (the TF graph's own normalisation). "pytorch_fid"
+    feeds 2 x - 1 of images scaled to [0, 1], i.e. x / 255 * 2 - 1; pytorch-fid scales before it
+    resizes, but a bilinear resize is an affine-equivariant average (weights sum to 1), so
+    resizing first changes the result only by float32 rounding (about 1e-7).
+
+    Args:
+      resized: float [N, 299, 299, C], C = 1 (repeated to RGB) or 3.
+      resize: one of `RESIZE_MODES`.
+
+    Returns:
+      float32 [N, 299, 299, 3].
+
+    Raises:
+      ValueError: an unknown mode.
+    """
+    check_resize_mode(resize)
+    x = jnp.asarray(resized, jnp.float32)
+    if resize == "pytorch_fid":
+        x = x / 255.0 * 2.0 - 1.0
+    else:
+        x = (x - 128.0) / 128.0
+    if x.shape[-1] == 1:
+        x = jnp.repeat(x, 3, axis=-1)
+    return x
+
+
 def _network_features(variables: Any, images: jax.Array) -> jax.Array:
     return inception.FIDInception().apply(variables, images)
 
 
-def _preprocess(images: jax.Array) -> jax.Array:
+def _preprocess(images: jax.Array, *, resize: str = "tf1") -> jax.Array:
+    """Quantisation, resize and normalisation on the device ("tf1", "pytorch_fid")."""
     if images.dtype != jnp.uint8:
         images = inception.quantize_to_uint8_values(images)
-    return inception.preprocess(images)
+    return normalize_resized(resize_images(images, resize), resize)
+
+
+def _pad_batch(batch: np.ndarray, batch_size: int) -> np.ndarray:
+    """Zero rows up to `batch_size`, so that one compiled network serves every batch."""
+    if batch.shape[0] == batch_size:
+        return batch
+    padding = np.zeros((batch_size - batch.shape[0], *batch.shape[1:]), batch.dtype)
+    return np.concatenate([batch, padding])
 
 
 class InceptionFeatureExtractor:
@@ -113,13 +237,17 @@ class InceptionFeatureExtractor:
     The network is jitted once for the batch size (the last batch is padded); preprocessing
     (quantisation, resize, normalisation) is jitted separately per input shape and dtype, so
     new image sizes cost only a small compilation. Both compilations are cached by `jax.jit`.
+    In the "clean" mode quantisation and Pillow's resize run on the host, one image channel at
+    a time, while the device computes the batches already queued.
 
     Attributes:
       variables: FIDInception variables (`xraygan_jax.metrics.weights.load_params()`).
       batch_size: images per network call.
+      resize: the resize mode, one of `RESIZE_MODES`; record it with every result, since FIDs
+        of different modes are not comparable.
     """
 
-    def __init__(self, variables: Any, batch_size: int | None = None):
+    def __init__(self, variables: Any, batch_size: int | None = None, *, resize: str = "tf1"):
         """Builds the extractor.
 
         Args:
@@ -128,7 +256,13 @@ class InceptionFeatureExtractor:
             fastest (a large batch's 299x299 activations overflow the caches: 26.5 images/s
             at batch 4 against 23.6 at batch 48 on two cores;
             experiments/benchmarks/inception_features.py), and 50 on accelerators.
+          resize: how images reach 299x299, one of `RESIZE_MODES` (`resize_images`): "tf1"
+            (TTUR, NVIDIA's metrics), "pytorch_fid" (pytorch-fid) or "clean" (clean-fid).
+
+        Raises:
+          ValueError: an unknown resize mode or a batch size below 1.
         """
+        self.resize = check_resize_mode(resize)
         if batch_size is None:
             batch_size = CPU_BATCH_SIZE if jax.default_backend() == "cpu" else 50
         if batch_size < 1:
@@ -136,24 +270,26 @@ class InceptionFeatureExtractor:
         self.variables = jax.device_put(variables)
         self.batch_size = batch_size
         self._network = compiler.jit(_network_features)
-        self._preprocess = compiler.jit(_preprocess)
+        # In the "clean" mode the batches arrive resized (`_batches`).
+        device_part = normalize_resized if resize == "clean" else _preprocess
+        self._preprocess = compiler.jit(device_part, static_argnames="resize")
 
     def _batches(self, images: np.ndarray) -> Iterator[tuple[np.ndarray, int]]:
         for start in range(0, images.shape[0], self.batch_size):
             batch = images[start : start + self.batch_size]
             valid = batch.shape[0]
-            if valid < self.batch_size:
-                # Padded so that one compiled network serves every batch.
-                padding = np.zeros((self.batch_size - valid, *batch.shape[1:]), batch.dtype)
-                batch = np.concatenate([batch, padding])
-            yield batch, valid
+            if self.resize == "clean":
+                # Resized before padding, so that Pillow never resizes the padding.
+                batch = _resize_clean(_quantize_on_host(batch), inception.INPUT_SIZE)
+            yield _pad_batch(batch, self.batch_size), valid
 
     def __call__(self, images: Any) -> np.ndarray:
         """Features of a set of images.
 
         Args:
-          images: [N, H, W, C], C = 1 (repeated to RGB) or 3, any H and W (resized to 299 the
-            TF1 way); uint8 0..255, or float in [-1, 1] (quantised to uint8 as NVIDIA does).
+          images: [N, H, W, C], C = 1 (repeated to RGB) or 3, any H and W (resized to 299 as
+            the `resize` mode says); uint8 0..255, or float in [-1, 1] (quantised to uint8 as
+            NVIDIA does, in every mode).
 
         Returns:
           float32 [N, 2048].
@@ -168,7 +304,8 @@ class InceptionFeatureExtractor:
         pending: list[tuple[jax.Array, int]] = []
         features = []
         for batch, valid in self._batches(images):
-            pending.append((self._network(self.variables, self._preprocess(batch)), valid))
+            network_input = self._preprocess(batch, resize=self.resize)
+            pending.append((self._network(self.variables, network_input), valid))
             if len(pending) > _MAX_BATCHES_IN_FLIGHT:
                 out, count = pending.pop(0)
                 features.append(np.asarray(out)[:count])

@@ -1,13 +1,17 @@
-"""Reference statistics of real images, cached per data set, split, class and image size.
+"""Reference statistics of real images, cached per data set, split, class, image size and resize.
 
 Every evaluation of a generator compares it with the same real images, so their Inception
-features and statistics are computed once and kept in
-`$XRAYGAN_CACHE/fid_reference/<data set>-<split>-<class>-<size>px[-<fingerprint hash>].npz`.
-A file records what it was computed with (the weights' SHA-1 and the preprocessing version);
-one computed differently is recomputed, not reused.
+features and statistics are computed once and kept in `$XRAYGAN_CACHE/fid_reference/`, in
+`<data set>-<split>-<class>-<size>px[-<mode>][-<fingerprint hash>].npz`, where `<mode>` is the
+resize mode (`fid.RESIZE_MODES`), left out for the default "tf1" so that files written before
+the modes existed keep their names. A file records what it was computed with (the key, the
+weights' SHA-1 and the preprocessing version); one computed differently is recomputed, not
+reused, and an extractor whose resize mode differs from the key's is refused.
 
-    extractor = fid.InceptionFeatureExtractor(weights.load_params())
-    key = reference.ReferenceKey("cxr_phantom", "test", "NORMAL", 64, fingerprint="seed=0 ...")
+    extractor = fid.InceptionFeatureExtractor(weights.load_params(), resize="tf1")
+    key = reference.ReferenceKey(
+        "cxr_phantom", "test", "NORMAL", 64, fingerprint="seed=0 ...", resize=extractor.resize
+    )
     ref = reference.load_or_compute(key, lambda: batches_of_uint8_images, extractor)
     metrics = fid.evaluate(ref.features, extractor(generated_images))
 """
@@ -26,8 +30,25 @@ from absl import logging
 
 from xraygan_jax.metrics import fid, weights
 
-# Bump when the features of the same images would change (network, resize, quantisation).
+# Bump when the features of the same images would change (network, resize, quantisation). This
+# is the "tf1" mode's version; it predates the other modes and keeps its value, so that files
+# written before them stay valid.
 PREPROCESSING_VERSION = "fid-inception-2015-12-05/tf1-bilinear-299/(x-128)/128/v1"
+# The same for the other resize modes (`fid.resize_images`, `fid.normalize_resized`).
+_OTHER_MODES_PREPROCESSING_VERSIONS = {
+    "pytorch_fid": "fid-inception-2015-12-05/torch-bilinear-half-pixel-299/x/255*2-1/v1",
+    "clean": "fid-inception-2015-12-05/pil-bicubic-float-clip-299/(x-128)/128/v1",
+}
+# Files written before the resize modes existed hold no `key_resize`; they were all "tf1".
+_DEFAULT_RESIZE = "tf1"
+
+
+def preprocessing_version(resize: str = _DEFAULT_RESIZE) -> str:
+    """The preprocessing version recorded in (and required of) files of a resize mode."""
+    fid.check_resize_mode(resize)
+    if resize == "tf1":
+        return PREPROCESSING_VERSION
+    return _OTHER_MODES_PREPROCESSING_VERSIONS[resize]
 
 
 def reference_dir() -> pathlib.Path:
@@ -47,6 +68,8 @@ class ReferenceKey:
         Inception's own resize to 299).
       fingerprint: anything else that changes the images (phantom seed, difficulty and sizes;
         the source folder), hashed into the file name; "" when the name says it all.
+      resize: the resize mode of the features (`fid.RESIZE_MODES`); the extractor's `resize`.
+        Features of different modes never share a file.
     """
 
     dataset: str
@@ -54,10 +77,17 @@ class ReferenceKey:
     class_name: str
     image_size: int
     fingerprint: str = ""
+    resize: str = _DEFAULT_RESIZE
+
+    def __post_init__(self):
+        fid.check_resize_mode(self.resize)
 
     def filename(self) -> str:
-        """The cache file name: readable fields, then a hash of the fingerprint."""
+        """The cache file name: readable fields, the resize mode unless "tf1", then a hash of
+        the fingerprint."""
         parts = [self.dataset, self.split, self.class_name, f"{self.image_size}px"]
+        if self.resize != _DEFAULT_RESIZE:
+            parts.append(self.resize)
         name = "-".join(re.sub(r"[^A-Za-z0-9_.]+", "_", part) for part in parts)
         if self.fingerprint:
             name += "-" + hashlib.sha1(self.fingerprint.encode()).hexdigest()[:10]
@@ -85,7 +115,7 @@ def save(reference: Reference, path: str | os.PathLike) -> None:
         "mu": reference.stats.mean,
         "sigma": reference.stats.cov,
         "count": np.int64(reference.stats.count),
-        "preprocessing": np.array(PREPROCESSING_VERSION),
+        "preprocessing": np.array(preprocessing_version(reference.key.resize)),
         "weights_sha1": np.array(weights.SOURCE_SHA1),
     }
     for field in dataclasses.fields(ReferenceKey):
@@ -105,15 +135,18 @@ def load(path: str | os.PathLike) -> Reference:
         names = set(archive.files)
         needed = {"mu", "sigma", "count", "preprocessing", "weights_sha1"}
         needed |= {f"key_{field.name}" for field in dataclasses.fields(ReferenceKey)}
+        needed.discard("key_resize")
         if not needed <= names:
             raise ValueError(
                 f"{path} lacks {sorted(needed - names)}; not written by reference.save"
             )
+        resize = str(archive["key_resize"]) if "key_resize" in names else _DEFAULT_RESIZE
+        expected = (preprocessing_version(resize), weights.SOURCE_SHA1)
         made_with = (str(archive["preprocessing"]), str(archive["weights_sha1"]))
-        if made_with != (PREPROCESSING_VERSION, weights.SOURCE_SHA1):
+        if made_with != expected:
             raise ValueError(
-                f"{path} was computed with {made_with}, not with the current "
-                f"{(PREPROCESSING_VERSION, weights.SOURCE_SHA1)}; delete it to recompute"
+                f"{path} was computed with {made_with}, not with the current {expected}; "
+                "delete it to recompute"
             )
         key = ReferenceKey(
             dataset=str(archive["key_dataset"]),
@@ -121,12 +154,23 @@ def load(path: str | os.PathLike) -> Reference:
             class_name=str(archive["key_class_name"]),
             image_size=int(archive["key_image_size"]),
             fingerprint=str(archive["key_fingerprint"]),
+            resize=resize,
         )
         stats = fid.FeatureStats.from_moments(
             archive["mu"], archive["sigma"], int(archive["count"])
         )
         features = archive["features"] if "features" in names else None
     return Reference(key=key, stats=stats, features=features)
+
+
+def _check_extractor_resize(key: ReferenceKey, extractor: Callable[[Any], np.ndarray]) -> None:
+    """Refuses an extractor whose resize mode is not the key's (a plain function passes)."""
+    resize = getattr(extractor, "resize", None)
+    if resize is not None and resize != key.resize:
+        raise ValueError(
+            f"the extractor resizes with {resize!r} but the reference key asks for "
+            f"{key.resize!r}; build the key with resize=extractor.resize"
+        )
 
 
 def compute(
@@ -148,8 +192,10 @@ def compute(
       The reference.
 
     Raises:
-      ValueError: fewer than 2 images in total, or a batch of bad images.
+      ValueError: fewer than 2 images in total, a batch of bad images, or an extractor whose
+        resize mode is not the key's.
     """
+    _check_extractor_resize(key, extractor)
     stats = fid.FeatureStats()
     kept = []
     start = last_log = time.monotonic()
@@ -194,7 +240,12 @@ def load_or_compute(
 
     Returns:
       The reference.
+
+    Raises:
+      ValueError: an extractor whose resize mode is not the key's (checked before the cache is
+        read, so that cached features of one mode never meet generated features of another).
     """
+    _check_extractor_resize(key, extractor)
     path = pathlib.Path(cache_dir or reference_dir()) / key.filename()
     if path.is_file():
         try:

@@ -3,7 +3,8 @@
 One `Checkpointer` per model being trained (one per class in per-class GAN mode), each in its own
 directory under `workdir/checkpoints/`. A checkpoint is an orbax `Composite` of three items:
 
-  state      the train-state pytree (params, batch stats, optimiser states, step), `StandardSave`;
+  state      the train-state pytree (params, batch stats, optimiser states, step), `PyTreeSave`,
+             so that part of it (the generator alone, for sampling) can be restored by itself;
   data_iter  the grain iterator's position (grain's orbax handler): resume sees the same data;
   meta       JSON: epoch, step, the model config and parameter shapes (for the architecture check).
 
@@ -70,7 +71,7 @@ class Checkpointer:
           OSError: when the disk is full or not writable; the message names the directory and
             says which earlier checkpoint is still intact.
         """
-        items = {"state": ocp.args.StandardSave(state), "meta": ocp.args.JsonSave(dict(meta))}
+        items = {"state": ocp.args.PyTreeSave(state), "meta": ocp.args.JsonSave(dict(meta))}
         if data_iterator is not None:
             items["data_iter"] = grain.checkpoint.CheckpointSave(data_iterator)
         try:
@@ -109,14 +110,41 @@ class Checkpointer:
         Returns:
           The restored state.
         """
-        items = {"state": ocp.args.StandardRestore(abstract_state)}
+        items = {"state": _pytree_restore(abstract_state)}
         if data_iterator is not None:
             items["data_iter"] = grain.checkpoint.CheckpointRestore(data_iterator)
         restored = self._manager.restore(epoch, args=ocp.args.Composite(**items))
         return restored["state"]
 
+    def restore_part(self, epoch: int, abstract_part: Mapping[str, Any]) -> dict[str, Any]:
+        """Restores only some fields of the saved state, e.g. the generator for sampling.
+
+        Args:
+          epoch: a value from `all_epochs()`.
+          abstract_part: {state field name: abstract pytree}, e.g.
+            {"g_params": ..., "g_batch_stats": ...}; the other fields (optimiser states, D) are
+            not read.
+
+        Returns:
+          {field name: restored pytree}.
+        """
+        restored = self._manager.restore(
+            epoch,
+            args=ocp.args.Composite(state=_pytree_restore(dict(abstract_part), partial=True)),
+        )
+        return dict(restored["state"])
+
     def close(self) -> None:
         self._manager.close()
+
+
+def _pytree_restore(abstract: Any, *, partial: bool = False) -> ocp.args.PyTreeRestore:
+    """Restore arguments that place every leaf as its abstract leaf's sharding says."""
+    return ocp.args.PyTreeRestore(
+        item=abstract,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(abstract),
+        partial_restore=partial,
+    )
 
 
 def shape_summary(tree: Any) -> dict[str, list[int]]:

@@ -1,27 +1,23 @@
 """The GAN training loop: `train_and_evaluate(config, workdir)`.
 
-What a run leaves in `workdir`:
-  config.json                       the resolved config (evaluate_gan and generate read it)
-  checkpoints/<gan>/<epoch>/        orbax checkpoints every `checkpoint_every_epochs` and at the end
-  samples/<class>/epoch_XXXX.png    grids from fixed latents, every `sample_every_epochs`
-  plots/losses_<gan>.png            G and D loss against step (the first report's figures 3 and 4)
-  metrics.jsonl                     one record per step: losses, D probabilities, images/s
-  summary.md                        what was trained, for how long, where everything is
-
-`<gan>` is the class name in per-class mode (one GAN per class, as the first report trained) and
-`conditional` in joint mode (one GAN conditioned on the label).
+What a run leaves in `workdir` is described in `xraygan_jax.runs` (the one module that knows
+the layout): config.json, checkpoints/<gan>/<epoch>/, samples/<class>/epoch_XXXX.png,
+plots/losses_<gan>.png, metrics.jsonl, eval.jsonl, summary.md.
 
 The step runs under `jax.jit` on a 1-D ("data",) mesh over every device of every process, state
-replicated and batch split (DESIGN.md decision 3). Resume is exact: the checkpoint holds the state
-(step, optimiser states included) and the data iterator's position, and the per-step key is
-`fold_in(key, step)`: a stopped and resumed run ends with the same parameters as one that was not.
+replicated and batch split. Resume is exact: the checkpoint holds the state (step, optimiser
+states included) and the data iterator's position, and the per-step key is `fold_in(key, step)`:
+a stopped and resumed run ends with the same parameters as one that was not, and the records of
+steps logged after the last checkpoint are dropped before they are run again.
+
+The config is validated (model and image size, batch against devices and data, eval settings)
+before anything is written into the workdir.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import os
 import pathlib
 import time
@@ -31,15 +27,14 @@ import ml_collections
 import numpy as np
 from absl import logging
 
-from xraygan_jax import compiler, viz
+from xraygan_jax import compiler, errors, runs, viz
 from xraygan_jax.data import pipeline, sources
+from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.models import gan
-from xraygan_jax.train import checkpointing, optimizers, reporting, sharding, steps
+from xraygan_jax.train import checkpointing, optimizers, reporting, sampling, sharding, steps
 from xraygan_jax.train import state as state_lib
 
-JOINT_GAN_NAME = "conditional"
-# Keys derived from the run's seed, one stream per purpose (typed keys, DESIGN.md decision 1).
-_INIT_STREAM, _STEP_STREAM, _SAMPLE_STREAM = 0, 1, 2
+JOINT_GAN_NAME = runs.JOINT_GAN_NAME
 
 
 @dataclasses.dataclass
@@ -57,25 +52,15 @@ class GANResult:
     loss_plot: str | None
 
 
-def gan_names(config: ml_collections.ConfigDict) -> list[tuple[str, int | None]]:
-    """(name, label) of every GAN a config trains: one per class, or one conditional GAN."""
-    if config.train.per_class:
-        return [(name, label) for label, name in enumerate(sources.class_names(config.data))]
-    return [(JOINT_GAN_NAME, None)]
-
-
-def build_models(config: ml_collections.ConfigDict, num_classes: int):
-    """The (generator, discriminator) pair of a config."""
-    return gan.make_gan(config.model, image_size=config.data.image_size, num_classes=num_classes)
-
-
 def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.partial:
     """`key -> GANState` for a config: its models, optimisers, image size, nz and EMA decay.
 
     Example:
         state = jax.jit(gan_loop.make_init(config, num_classes=2))(jax.random.key(0))
     """
-    generator, discriminator = build_models(config, num_classes)
+    generator, discriminator = gan.make_gan(
+        config.model, image_size=config.data.image_size, num_classes=num_classes
+    )
     return functools.partial(
         state_lib.create_gan_state,
         generator,
@@ -88,57 +73,107 @@ def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.
     )
 
 
-def abstract_and_init(config: ml_collections.ConfigDict, num_classes: int, mesh: jax.sharding.Mesh):
-    """Returns (abstract_state with replicated shardings, jitted init fn, its key).
+def abstract_state(config: ml_collections.ConfigDict, num_classes: int, mesh: jax.sharding.Mesh):
+    """Returns (abstract state with replicated shardings, jitted init `key -> state`).
 
     The state is built shape-first (`jax.eval_shape`), then materialised directly replicated on
     the mesh by a jitted init, never on one device first (big_vision's pattern).
     """
     init = make_init(config, num_classes)
-    init_key = jax.random.fold_in(jax.random.key(config.train.seed), _INIT_STREAM)
     replicated = sharding.replicated(mesh)
-    abstract = jax.eval_shape(init, init_key)
+    abstract = jax.eval_shape(init, jax.random.key(0))
     abstract = jax.tree.map(
         lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated), abstract
     )
-    return abstract, jax.jit(init, out_shardings=replicated), init_key
+    return abstract, jax.jit(init, out_shardings=replicated)
 
 
-def run_meta(config: ml_collections.ConfigDict, num_classes: int, abstract_state) -> dict:
-    """Metadata saved with every checkpoint and compared on resume."""
-    return {
-        "model": config.model.to_dict(),
-        "image_size": config.data.image_size,
-        "num_classes": num_classes,
-        "param_shapes": checkpointing.shape_summary(
-            {"g": abstract_state.g_params, "d": abstract_state.d_params}
-        ),
-    }
+@dataclasses.dataclass(frozen=True)
+class _Plan:
+    """What validation found out about a config before anything is written."""
+
+    class_names: tuple[str, ...]
+    mesh: jax.sharding.Mesh
+    train_source: object
+    examples: dict[str, int]  # per GAN, this process's share
 
 
-def fixed_latents(config: ml_collections.ConfigDict) -> jax.Array:
-    """The latents of every sample grid: the same z at every epoch, so grids compare."""
-    key = jax.random.fold_in(jax.random.key(config.train.seed), _SAMPLE_STREAM)
-    return steps.sample_latents(key, config.train.num_grid_images, config.model.nz)
+def validate(config: ml_collections.ConfigDict) -> _Plan:
+    """Checks a training config against the devices and the data; nothing is written.
+
+    Raises:
+      errors.ConfigError: a model, image size, batch size, epoch count or eval setting that
+        cannot work (the message names the `--config.` flag).
+      errors.DataError: a class with fewer images than one batch (names the count and the flags).
+    """
+    try:
+        class_names = sources.class_names(config.data)
+        runs.build_models(config)
+    except errors.UserError:
+        raise
+    except ValueError as error:
+        raise errors.ConfigError(
+            f"{error} (--config.model.kind / --config.data.image_size)"
+        ) from error
+    for key in ("num_epochs", "checkpoint_every_epochs", "sample_every_epochs"):
+        if int(config.train[key]) < 1:
+            raise errors.ConfigError(
+                f"--config.train.{key}={config.train[key]} must be at least 1."
+            )
+    mesh = sharding.make_mesh()
+    try:
+        sharding.check_batch_divisible(config.train.batch_size, mesh.size)
+    except ValueError as error:
+        raise errors.ConfigError(f"--config.train.batch_size: {error}") from error
+    gan_metrics.check_eval_config(config)
+    train_source = sources.get_source(config.data, "train")
+    examples = {}
+    batch = config.train.batch_size
+    for name, label in runs.gan_names(config):
+        count = (
+            len(pipeline.class_indices(train_source, label))
+            if label is not None
+            else len(train_source)
+        )
+        examples[name] = count // jax.process_count()
+        usable = count - count % mesh.size
+        if usable == 0 or (_drop_remainder(config) and count < batch):
+            raise errors.DataError(
+                f"{name}: the train split has {count} image(s), fewer than one batch of {batch}"
+                + (
+                    "; lower --config.train.batch_size or set --config.train.drop_remainder=false."
+                    if usable
+                    else f" and fewer than the {mesh.size} devices; add images."
+                )
+            )
+    return _Plan(class_names, mesh, train_source, examples)
+
+
+def _drop_remainder(config: ml_collections.ConfigDict) -> bool:
+    """Whether each epoch's last partial batch is dropped.
+
+    False (the seed's PyTorch DataLoader default) keeps it, trimmed to a multiple of the device
+    count. Across several processes each process's share may differ in size, so it is dropped.
+    """
+    return bool(config.train.get("drop_remainder", False)) or jax.process_count() > 1
 
 
 class _Compiled:
     """The jitted functions of a run, shared by all its GANs (one compilation per run)."""
 
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, mesh):
-        self.abstract_state, self.init, self.init_key = abstract_and_init(config, num_classes, mesh)
+        self.abstract_state, self.init = abstract_state(config, num_classes, mesh)
         replicated = sharding.replicated(mesh)
         self.train_step = compiler.jit(
             functools.partial(
                 steps.gan_train_step,
-                d_steps_per_g_step=config.train.d_steps_per_g_step,
-                g_steps_per_d_step=config.train.g_steps_per_d_step,
+                d_updates_per_step=config.train.d_updates_per_step,
+                g_updates_per_step=config.train.g_updates_per_step,
             ),
             in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
             out_shardings=(replicated, replicated),
             donate_argnums=0,
         )
-        self.generate = compiler.jit(steps.generate, static_argnames="use_ema")
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -150,85 +185,89 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
 
     Returns:
       {gan name: GANResult}.
+
+    Raises:
+      errors.UserError: a config or data problem, found before anything is written.
     """
-    workdir = pathlib.Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    mesh = sharding.make_mesh()
-    sharding.check_batch_divisible(config.train.batch_size, mesh.size)
-    class_names = sources.class_names(config.data)
-    train_source = sources.get_source(config.data, "train")
-    if jax.process_index() == 0:
-        (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    plan = validate(config)
+    run = runs.Run(workdir)
+    run.write_config(config)
+    meta = runs.gan_meta(config)
+    restored = {}
+    for name, _ in runs.gan_names(config):
+        epoch = run.checkpoint_epochs(name)[-1:] or [0]
+        step = 0
+        if epoch[0]:
+            checkpoints = run.checkpointer(name)
+            saved = checkpoints.read_meta(epoch[0])
+            checkpoints.close()
+            checkpointing.check_compatible(saved, meta, run.checkpoint_dir(name))
+            step = int(saved["step"])
+        restored[name] = (epoch[0], step)
+    # Before the metrics file is opened: a resumed GAN logs its lost steps again.
+    run.truncate_records(restored)
 
     # Built once: every GAN of the run has the same state structure, so the per-class GANs
     # reuse one compiled step instead of compiling it again.
-    compiled = _Compiled(config, len(class_names), mesh)
+    compiled = _Compiled(config, len(plan.class_names), plan.mesh)
     results = {}
-    writer = reporting.MetricsWriter(workdir / "metrics.jsonl")
+    writer = reporting.MetricsWriter(run.metrics_path)
     try:
-        for name, label in gan_names(config):
-            results[name] = _train_one_gan(
-                config, workdir, name, label, class_names, train_source, mesh, writer, compiled
-            )
+        for name, label in runs.gan_names(config):
+            results[name] = _train_one_gan(config, run, name, label, plan, meta, writer, compiled)
     finally:
         writer.close()
     if jax.process_index() == 0:
-        write_summary(config, workdir, results)
+        write_summary(config, run.workdir, results)
     return results
 
 
 def _train_one_gan(
     config: ml_collections.ConfigDict,
-    workdir: pathlib.Path,
+    run: runs.Run,
     name: str,
     label: int | None,
-    class_names: tuple[str, ...],
-    train_source,
-    mesh: jax.sharding.Mesh,
+    plan: _Plan,
+    meta: dict,
     writer: reporting.MetricsWriter,
     compiled: _Compiled,
 ) -> GANResult:
-    num_classes = len(class_names)
-    abstract, init_key = compiled.abstract_state, compiled.init_key
-    meta = run_meta(config, num_classes, abstract)
-
+    mesh = plan.mesh
+    num_classes = len(plan.class_names)
     process_count = jax.process_count()
     per_process_batch = config.train.batch_size // process_count
+    drop_remainder = _drop_remainder(config)
     dataset = pipeline.make_dataset(
-        train_source,
+        plan.train_source,
         batch_size=per_process_batch,
         seed=config.train.seed,
         shuffle=True,
-        drop_remainder=True,
+        drop_remainder=drop_remainder,
         label=label,
     )
     iterator = iter(dataset)
-    num_examples = (
-        len(pipeline.class_indices(train_source, label)) if label is not None else len(train_source)
+    num_examples = plan.examples[name]
+    batches_per_epoch = pipeline.steps_per_epoch(
+        num_examples, per_process_batch, drop_remainder=drop_remainder
     )
-    steps_per_epoch = pipeline.steps_per_epoch(
-        num_examples // process_count, per_process_batch, drop_remainder=True
-    )
-    if steps_per_epoch == 0:
-        raise ValueError(
-            f"{name}: {num_examples} training images are fewer than one batch of "
-            f"{config.train.batch_size}; lower --config.train.batch_size."
-        )
+    # A kept partial batch is trimmed to a multiple of the local devices (the step's sharding).
+    remainder = 0 if drop_remainder else num_examples % per_process_batch
+    local_devices = jax.local_device_count()
+    trimmed_remainder = remainder - remainder % local_devices
+    steps_per_epoch = num_examples // per_process_batch + (1 if trimmed_remainder else 0)
 
-    checkpoints = checkpointing.Checkpointer(workdir / "checkpoints" / name)
+    checkpoints = run.checkpointer(name)
     start_epoch = checkpoints.latest_epoch() or 0
     if start_epoch:
-        checkpointing.check_compatible(
-            checkpoints.read_meta(start_epoch), meta, checkpoints.directory
-        )
-        state = checkpoints.restore(start_epoch, abstract, iterator)
+        state = checkpoints.restore(start_epoch, compiled.abstract_state, iterator)
         logging.info("%s: resumed from epoch %d in %s", name, start_epoch, checkpoints.directory)
     else:
-        state = compiled.init(init_key)
+        state = compiled.init(runs.gan_key(config, runs.INIT_STREAM, label))
 
     train_step = compiled.train_step
-    step_key = jax.random.fold_in(jax.random.key(config.train.seed), _STEP_STREAM)
-    latents = fixed_latents(config)
+    step_key = runs.gan_key(config, runs.STEP_STREAM, label)
+    grid_key = jax.random.fold_in(jax.random.key(config.train.seed), runs.GRID_STREAM)
+    latents = steps.sample_latents(grid_key, config.train.num_grid_images, config.model.nz)
     grid_labels = [label] if label is not None else list(range(num_classes))
 
     num_epochs = config.train.num_epochs
@@ -240,7 +279,6 @@ def _train_one_gan(
         every_steps=config.train.log_every_steps,
     )
     grids: list[str] = []
-    evaluator = None
     last: dict[str, float] = {}
     rate = None
 
@@ -264,8 +302,15 @@ def _train_one_gan(
         # for the device between steps; every step of the epoch is read (and NaN-checked)
         # before anything is sampled or saved.
         pending = None
-        for _ in range(steps_per_epoch):
-            batch = sharding.shard_batch(next(iterator), mesh)
+        for _ in range(batches_per_epoch):
+            local = next(iterator)
+            size = len(local["label"])
+            if size != per_process_batch:
+                usable = size - size % local_devices
+                if not usable:
+                    continue
+                local = {k: v[:usable] for k, v in local.items()}
+            batch = sharding.shard_batch(local, mesh)
             state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step))
             step += 1
             if pending is not None:
@@ -275,30 +320,29 @@ def _train_one_gan(
         writer.flush()
         if epoch % config.train.sample_every_epochs == 0 or epoch == num_epochs:
             grids += save_sample_grids(
-                compiled.generate,
-                state,
+                sampling.GeneratorState.from_gan_state(state, use_ema=True),
                 latents,
                 grid_labels,
-                class_names,
-                workdir,
+                plan.class_names,
+                run,
                 epoch,
-                use_ema=config.train.ema_decay > 0,
+                batch_stats=config.eval.get("batch_stats", "running"),
             )
         fid_every = config.eval.fid_every_epochs
         if fid_every and (epoch % fid_every == 0 or epoch == num_epochs):
-            evaluator = evaluator or _fid_evaluator(config)
-            _evaluate_during_training(evaluator, state, grid_labels, name, epoch, workdir)
+            _evaluate_during_training(config, state, label, name, epoch, run)
         if epoch % config.train.checkpoint_every_epochs == 0 or epoch == num_epochs:
             checkpoints.save(epoch, state, {**meta, "epoch": epoch, "step": step}, iterator)
+    progress.finish()
     seconds = time.perf_counter() - started
     checkpoints.close()
 
     loss_plot = None
     if jax.process_index() == 0:
-        history = reporting.read_metrics(workdir / "metrics.jsonl", gan=name)
+        history = reporting.read_metrics(run.metrics_path, gan=name)
         if history:
             loss_plot = viz.plot_loss_curves(
-                history, workdir / "plots" / f"losses_{name}.png", title=f"G and D loss ({name})"
+                history, run.plots_dir / f"losses_{name}.png", title=f"G and D loss ({name})"
             )
     return GANResult(
         name=name,
@@ -313,41 +357,39 @@ def _train_one_gan(
     )
 
 
-def _fid_evaluator(config):
-    # Imported here: the evaluation module builds on this one (run configs, GAN names).
-    from xraygan_jax.metrics import gan_evaluation
-
-    return gan_evaluation.FIDEvaluator(config)
-
-
-def _evaluate_during_training(evaluator, state, labels, name, epoch, workdir) -> None:
-    """FID/KID/precision-recall per class, logged and appended to `workdir/eval.jsonl`."""
-    metrics = evaluator.run(state, labels, seed=evaluator.config.train.seed)
+def _evaluate_during_training(config, state, label, name, epoch, run: runs.Run) -> None:
+    """FID/KID/precision-recall per class with floors, logged and appended to eval.jsonl."""
+    generator = sampling.GeneratorState.from_gan_state(state, use_ema=True)
+    labels = [label] if label is not None else list(range(len(run.class_names)))
+    sample_fn = sampling.make_sample_fn(
+        {lab: generator for lab in labels}, batch_stats=config.eval.get("batch_stats", "running")
+    )
+    evaluator = gan_metrics.GANMetricsEvaluator(
+        config, sample_fn, labels=labels, seed=config.train.seed
+    )
+    records = evaluator.records(evaluator.run(), gan=name, epoch=epoch)
     if jax.process_index() != 0:
         return
-    with open(workdir / "eval.jsonl", "a", encoding="utf-8") as file:
-        for label in labels:
-            prefix = f"{evaluator.class_names[label]}/"
-            record = {"gan": name, "epoch": epoch, "class": prefix[:-1], "split": evaluator.split}
-            record.update({k[len(prefix) :]: v for k, v in metrics.items() if k.startswith(prefix)})
-            file.write(json.dumps(record) + "\n")
-            logging.info(
-                "[%s] epoch %d %s: FID %.2f (N real %d, N generated %d), KID %.4f",
-                name,
-                epoch,
-                record["class"],
-                record["fid"],
-                record["num_real"],
-                record["num_fake"],
-                record["kid_mean"],
-            )
+    gan_metrics.write_records(run.eval_path, records)
+    for record in records:
+        logging.info(
+            "[%s] epoch %d %s: FID %.2f (floor %.2f; N real %d, generated %d), KID %.4f",
+            name,
+            epoch,
+            record["class"],
+            record["fid"],
+            record["fid_floor"],
+            record["num_real"],
+            record["num_fake"],
+            record["kid_mean"],
+        )
 
 
 def _check_finite(metrics: dict[str, float], name: str, step: int, epoch: int, checkpoints) -> None:
     bad = {k: v for k, v in metrics.items() if not np.isfinite(v)}
     if bad:
         latest = checkpoints.latest_epoch()
-        raise FloatingPointError(
+        raise errors.TrainingDivergedError(
             f"{name}: non-finite {', '.join(f'{k}={v}' for k, v in bad.items())} at step {step} "
             f"(epoch {epoch}). Training stopped; the last good checkpoint is "
             f"{'epoch ' + str(latest) if latest else 'none'} in {checkpoints.directory}. "
@@ -356,15 +398,23 @@ def _check_finite(metrics: dict[str, float], name: str, step: int, epoch: int, c
 
 
 def save_sample_grids(
-    generate, state, latents, labels, class_names, workdir, epoch, *, use_ema
+    generator: sampling.GeneratorState,
+    latents,
+    labels,
+    class_names,
+    run: runs.Run,
+    epoch: int,
+    *,
+    batch_stats: str = "running",
 ) -> list[str]:
     """One PNG grid per class from the fixed latents; returns the paths."""
     paths = []
     for label in labels:
         label_array = np.full((latents.shape[0],), label, np.int32)
-        images = jax.device_get(generate(state, latents, label_array, use_ema=use_ema))
+        generate = sampling.jitted_generate(batch_stats)
+        images = jax.device_get(generate(generator, latents, label_array))
         if jax.process_index() == 0:
-            path = workdir / "samples" / class_names[label] / f"epoch_{epoch:04d}.png"
+            path = run.samples_dir(class_names[label]) / f"epoch_{epoch:04d}.png"
             paths.append(
                 viz.save_image_grid(
                     np.asarray(images), path, title=f"{class_names[label]}, epoch {epoch}"
@@ -406,14 +456,3 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
     path = workdir / "summary.md"
     path.write_text("\n".join(lines) + "\n")
     return str(path)
-
-
-def load_run_config(workdir: str | os.PathLike) -> ml_collections.ConfigDict:
-    """The config a run was trained with (written to `workdir/config.json` at its start)."""
-    path = pathlib.Path(workdir) / "config.json"
-    if not path.exists():
-        raise FileNotFoundError(
-            f"{path} not found: {workdir} is not a training run directory "
-            "(python -m experiments.train_gan --workdir=... creates one)."
-        )
-    return ml_collections.ConfigDict(json.loads(path.read_text()))

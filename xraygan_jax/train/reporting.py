@@ -1,4 +1,8 @@
-"""What a long run tells its user: JSON-lines metrics and progress lines with rate and ETA."""
+"""What a long run tells its user: JSON-lines metrics and progress lines with rate and ETA.
+
+Progress lines go to standard error (process 0 only), so they show even when the launchers hide
+the libraries' INFO logs.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +10,12 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from absl import logging
+import jax
 
 
 class MetricsWriter:
@@ -69,17 +74,28 @@ def _plain(value: Any) -> Any:
 
 
 class Progress:
-    """Logs `done/total`, items per second and an ETA, at most every `every_steps` steps.
+    """Prints `done/total`, items per second and an ETA, at most every `every_steps` steps.
 
     Args:
       total_steps: steps this run will take (for the ETA).
       items_per_step: e.g. images per step, for the rate.
       name: prefix of each line.
-      every_steps: how often `update` logs.
+      every_steps: how often `update` prints.
+      unit: what items are, in the rate ("img" -> "img/s").
     """
 
-    def __init__(self, total_steps: int, items_per_step: int, name: str, every_steps: int = 10):
+    def __init__(
+        self,
+        total_steps: int,
+        items_per_step: int,
+        name: str,
+        every_steps: int = 10,
+        unit: str = "img",
+    ):
         self.total_steps = total_steps
+        self.unit = unit
+        self._finished = False
+        self._message = ""
         self.items_per_step = items_per_step
         self.name = name
         self.every_steps = max(1, every_steps)
@@ -89,24 +105,37 @@ class Progress:
         self._rate_start: tuple[float, int] | None = None
 
     def update(self, steps_done: int, message: str = "") -> float | None:
-        """Records progress; logs a line every `every_steps`. Returns items/s when known."""
+        """Records progress; prints a line every `every_steps`. Returns items/s when known."""
         now = time.perf_counter()
         if self._rate_start is None:
             self._rate_start = (now, steps_done)
         self._steps_done = steps_done
         rate = self.items_per_second(now)
-        if steps_done % self.every_steps == 0 or steps_done == self.total_steps:
+        if steps_done >= self.total_steps:
+            self._message = message
+            self.finish()
+        elif steps_done % self.every_steps == 0:
             eta = self.eta_seconds(now)
-            logging.info(
-                "%s %d/%d steps | %s | ETA %s%s",
-                self.name,
-                steps_done,
-                self.total_steps,
-                f"{rate:.1f} img/s" if rate else "compiling",
-                format_duration(eta) if eta is not None else "?",
-                f" | {message}" if message else "",
+            unit_rate = f"{rate:.1f} {self.unit}/s" if rate else "compiling"
+            eta_text = format_duration(eta) if eta is not None else "?"
+            emit(
+                f"{self.name} {steps_done}/{self.total_steps} steps | {unit_rate} | "
+                f"ETA {eta_text}{f' | {message}' if message else ''}"
             )
         return rate
+
+    def finish(self) -> None:
+        """Prints the closing line once: steps done, elapsed time and the mean rate."""
+        if self._finished:
+            return
+        self._finished = True
+        rate = self.items_per_second()
+        emit(
+            f"{self.name} done: {self._steps_done}/{self.total_steps} steps in "
+            f"{format_duration(self.elapsed_seconds)}"
+            + (f" | {rate:.1f} {self.unit}/s" if rate else "")
+            + (f" | {self._message}" if self._message else "")
+        )
 
     def items_per_second(self, now: float | None = None) -> float | None:
         now = time.perf_counter() if now is None else now
@@ -141,3 +170,9 @@ def format_duration(seconds: float) -> str:
     if minutes:
         return f"{minutes}m{secs:02d}s"
     return f"{secs}s"
+
+
+def emit(line: str) -> None:
+    """Prints one progress line to standard error (process 0 only)."""
+    if jax.process_index() == 0:
+        print(line, file=sys.stderr, flush=True)

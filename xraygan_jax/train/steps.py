@@ -13,12 +13,13 @@ One `gan_train_step` is the PyTorch DCGAN tutorial's iteration:
      (each normalised by its own batch statistics, as the tutorial's two netD calls), loss
      BCE(D(x), 1) + BCE(D(G(z)), 0), one optimiser update of D.
   2. G step: the same fakes (the tutorial reuses `fake`; the forward pass of G is kept by
-     `jax.vjp` and shared, which measured 9-16% faster than letting each step run its own),
-     non-saturating loss BCE(D(G(z)), 1) through the updated D in train mode, one update of G.
-     G's and D's running statistics are updated, as the tutorial's forward passes update them.
+     `jax.vjp` and shared, since XLA does not merge the two passes by itself: docs/performance.md,
+     section "Sharing G's forward pass"), non-saturating loss BCE(D(G(z)), 1) through the updated
+     D in train mode, one update of G. G's and D's running statistics are updated, as the
+     tutorial's forward passes update them.
   The fakes are conditioned on the batch's real labels, so a per-class GAN stays in its class.
-  d_steps_per_g_step = k repeats step 1 k times on the same real batch with fresh z;
-  g_steps_per_d_step = k repeats step 2 (the second report's "double training" for k = 2).
+  d_updates_per_step = k repeats step 1 k times on the same real batch with fresh z;
+  g_updates_per_step = k repeats step 2 (the second report's "double training" for k = 2).
 
 Data parallelism:
   - Global view (what our loops do): jit the step with the state replicated and the batch split
@@ -121,10 +122,9 @@ def _generate_for_training(
     """G's train-mode forward pass for a step: (fakes, pullback to g_params, new batch_stats).
 
     `jax.vjp` keeps what the backward pass needs, so the D step and the G step of one iteration
-    share this forward pass, as the tutorial's G step reuses the D step's `fake`. Measured on the
-    2-core CPU (64x64, batch 64): XLA did NOT merge the two identical forward passes of separate
-    calls by itself (G forward + G forward-and-backward took 573 ms against 415 ms for the
-    latter alone); the whole step took 1,371 ms shared against 1,500 ms unshared (busy machine).
+    share this forward pass, as the tutorial's G step reuses the D step's `fake`: XLA does not
+    merge the two identical forward passes of separate calls by itself (docs/performance.md,
+    section "Sharing G's forward pass").
     """
     generator, _ = _modules(state, axis_name)
     latent_key, _ = _step_keys(key, axis_name)
@@ -270,8 +270,8 @@ def gan_train_step(
     batch: Batch,
     key: jax.Array,
     *,
-    d_steps_per_g_step: int = 1,
-    g_steps_per_d_step: int = 1,
+    d_updates_per_step: int = 1,
+    g_updates_per_step: int = 1,
     axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
     """One GAN iteration: D step(s), then G step(s); state.step += 1.
@@ -281,7 +281,7 @@ def gan_train_step(
         from xraygan_jax.train import sharding, steps
         mesh = sharding.make_mesh()
         train_step = compiler.jit(  # jax.jit plus XLA options that are faster on CPU
-            functools.partial(steps.gan_train_step, g_steps_per_d_step=2),
+            functools.partial(steps.gan_train_step, g_updates_per_step=2),
             in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
                           sharding.replicated(mesh)),
             donate_argnums=0)
@@ -293,8 +293,8 @@ def gan_train_step(
         state: the GANState.
         batch: {"image": float32 [B, S, S, 1] in [-1, 1], "label": int32 [B]}.
         key: PRNG key of this iteration, e.g. fold_in(base_key, step).
-        d_steps_per_g_step: D updates per iteration (same real batch, fresh z each).
-        g_steps_per_d_step: G updates per iteration (2 = the second report's double training).
+        d_updates_per_step: D updates per iteration (same real batch, fresh z each).
+        g_updates_per_step: G updates per iteration (2 = the second report's double training).
         axis_name: the mapped axis under shard_map/pmap, or None (see the module docstring).
 
     Returns:
@@ -306,7 +306,7 @@ def gan_train_step(
     first_key = jax.random.fold_in(key, 0)
     first_generated = _generate_for_training(state, batch["label"], first_key, axis_name)
     d_metrics = []
-    for index in range(d_steps_per_g_step):
+    for index in range(d_updates_per_step):
         step_key = jax.random.fold_in(key, index)
         if index == 0:
             fakes = first_generated[0]
@@ -315,7 +315,7 @@ def gan_train_step(
         state, metrics = _discriminator_update(state, batch, fakes, step_key, axis_name)
         d_metrics.append(metrics)
     g_metrics = []
-    for index in range(g_steps_per_d_step):
+    for index in range(g_updates_per_step):
         step_key = jax.random.fold_in(key, index)
         if index == 0:
             generated = first_generated
