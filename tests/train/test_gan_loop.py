@@ -131,7 +131,7 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     config = _config(tmp_path_factory, per_class=False)
     config.optim.d_lr = float("nan")
     message = r"non-finite loss/[dg]=nan at step \d+ \(epoch 2\)"
-    with pytest.raises(FloatingPointError, match=message):
+    with pytest.raises(errors.TrainingDivergedError, match=message):
         gan_loop.train_and_evaluate(config, workdir)
     assert _epochs(workdir, "conditional") == [1]
     jax.tree.map(np.testing.assert_array_equal, good, _final_params(workdir, "conditional"))
@@ -186,8 +186,10 @@ def test_launcher_rejects_a_batch_that_does_not_divide_over_devices(tmp_path):
         f"--config.data.data_dir={tmp_path / 'tfds'}",
         env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4", "JAX_PLATFORMS": "cpu"},
     )
-    assert result.returncode != 0
-    assert "batch_size 6 does not divide over 4 devices" in result.stderr
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "--config.train.batch_size: batch_size 6 does not divide over 4 devices" in (
+        result.stderr
+    )
 
 
 def test_generate_launcher_writes_the_asked_number_per_class(per_class_run, tmp_path):
@@ -213,3 +215,138 @@ def test_generate_names_the_saved_epochs_when_asked_for_another(per_class_run):
         errors.MissingError, match=r"no checkpoint of epoch 7 .* saved epochs: \[1, 2\]"
     ):
         runs.Run(workdir).restore_generator("NORMAL", 7)
+
+
+def test_per_class_gans_start_from_different_weights(tmp_path_factory):
+    config = _config(tmp_path_factory)
+    _, init = gan_loop.abstract_state(config, 2, sharding.make_mesh())
+    first = init(runs.gan_key(config, runs.INIT_STREAM, 0))
+    second = init(runs.gan_key(config, runs.INIT_STREAM, 1))
+    for a, b in zip(jax.tree.leaves(first.g_params), jax.tree.leaves(second.g_params), strict=True):
+        if a.size > 1 and float(np.std(a)) > 0:
+            assert not np.array_equal(a, b)
+    steps_0 = runs.gan_key(config, runs.STEP_STREAM, 0)
+    steps_1 = runs.gan_key(config, runs.STEP_STREAM, 1)
+    assert not np.array_equal(jax.random.key_data(steps_0), jax.random.key_data(steps_1))
+
+
+def test_sampling_reads_no_optimiser_state(per_class_run, tmp_path):
+    _, workdir, _ = per_class_run
+    # A copy of the run whose config names another optimiser: the optimiser state on disk no
+    # longer matches what the config would build, and sampling must not care.
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(workdir, copy)
+    saved = json.loads((copy / "config.json").read_text())
+    saved["optim"]["name"] = "sgd"
+    (copy / "config.json").write_text(json.dumps(saved))
+    generator, epoch = runs.Run(copy).restore_generator("NORMAL")
+    expected, _ = runs.Run(workdir).restore_generator("NORMAL")
+    assert epoch == 2
+    jax.tree.map(np.testing.assert_array_equal, generator.params, expected.params)
+    with pytest.raises((ValueError, KeyError, TypeError)):  # the full state no longer restores
+        _final_params(copy, "NORMAL")
+
+
+def test_truncate_records_drops_what_a_resume_repeats(tmp_path):
+    run = runs.Run(tmp_path)
+    lines = [{"gan": "A", "step": s, "epoch": (s + 1) // 2} for s in range(1, 7)]
+    lines += [{"gan": "B", "step": s, "epoch": s} for s in range(1, 3)]
+    run.metrics_path.write_text("".join(json.dumps(r) + "\n" for r in lines) + '{"gan": "A", "st')
+    run.eval_path.write_text(
+        "".join(json.dumps({"gan": "A", "epoch": e, "class": "X"}) + "\n" for e in (1, 2, 3))
+    )
+    run.truncate_records({"A": (2, 4), "B": (0, 0)})
+    kept = [json.loads(line) for line in run.metrics_path.read_text().splitlines()]
+    assert [(r["gan"], r["step"]) for r in kept] == [("A", 1), ("A", 2), ("A", 3), ("A", 4)]
+    assert [json.loads(x)["epoch"] for x in run.eval_path.read_text().splitlines()] == [1, 2]
+
+
+def test_a_killed_run_resumes_with_each_record_once(tmp_path):
+    """SIGKILL a real training process after it logged steps past its last checkpoint."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO_ROOT
+
+    workdir = tmp_path / "run"
+    args = [
+        "--config=experiments/configs/test.py",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        "--config.train.per_class=false",
+        "--config.train.num_epochs=6",
+        "--config.train.checkpoint_every_epochs=2",
+        "--config.train.sample_every_epochs=6",
+    ]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "experiments.train_gan", *args],
+        cwd=REPO_ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    metrics = workdir / "metrics.jsonl"
+    deadline = time.monotonic() + 240
+    try:
+        # Wait for a record of epoch 3: after the epoch-2 checkpoint, before the epoch-4 one.
+        while time.monotonic() < deadline and process.poll() is None:
+            if metrics.exists() and '"epoch": 3' in metrics.read_text():
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "training ended before it could be killed"
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait(timeout=60)
+    assert _epochs(workdir, "conditional") in ([2], [2, 4])
+    result = run_launcher("experiments.train_gan", *args)
+    assert result.returncode == 0, result.stderr
+    steps = [r["step"] for r in reporting._iter_records(metrics)]
+    assert steps == list(range(1, len(steps) + 1)), steps  # once each, none missing
+
+
+def test_too_few_images_for_a_full_batch_still_train_with_the_partial_batch(tmp_path_factory):
+    config = _config(tmp_path_factory, per_class=False, num_epochs=1, batch_size=64)
+    config.data.phantom.num_train = 12
+    workdir = tmp_path_factory.mktemp("partial")
+    results = gan_loop.train_and_evaluate(config, workdir)
+    assert results["conditional"].steps == 1  # one partial batch of 12 images per epoch
+    config.train.drop_remainder = True
+    with pytest.raises(
+        errors.DataError,
+        match=r"has 12 image\(s\), fewer than one batch of 64; lower --config.train.batch_size "
+        r"or set --config.train.drop_remainder=false",
+    ):
+        gan_loop.train_and_evaluate(config, tmp_path_factory.mktemp("dropped"))
+
+
+def test_an_unsupported_image_size_fails_before_the_workdir_is_written(tmp_path):
+    workdir = tmp_path / "run"
+    result = _launch(
+        "--config=experiments/configs/test.py",
+        "--config.data.image_size=63",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+    )
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+    assert "63" in line and "--config.data.image_size" in line
+    assert not (workdir / "config.json").exists()
+    # --verbosity=1 shows the traceback.
+    verbose = _launch(
+        "--config=experiments/configs/test.py",
+        "--config.data.image_size=63",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={tmp_path / 'tfds'}",
+        "--verbosity=1",
+    )
+    assert "Traceback" in verbose.stderr
+
+
+def test_generate_launcher_without_a_run_prints_one_line(tmp_path):
+    result = run_launcher("experiments.generate", f"--workdir={tmp_path}")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert "is not a training run directory" in result.stderr

@@ -52,3 +52,14 @@ def test_loss_curves_and_metric_plots_are_pictures(tmp_path):
         {"NORMAL": ([20, 40], [300.0, 250.0])}, tmp_path / "fid.png", ylabel="FID", title="t"
     )
     assert Image.open(path).size == (700, 400)
+
+
+def test_the_finished_progress_line_shows_the_elapsed_time(monkeypatch, capsys):
+    clock = iter([0.0, 50.0, 51.0, 52.0, 52.0, 65.0])
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: next(clock, 65.0))
+    progress = reporting.Progress(total_steps=3, items_per_step=10, name="[t]", every_steps=100)
+    for step in (1, 2, 3):
+        progress.update(step, "loss 0.5")
+    progress.finish()  # a second call prints nothing more
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == ["[t] done: 3/3 steps in 1m05s | 10.0 img/s | loss 0.5"]

@@ -40,6 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from xraygan_jax import errors
 from xraygan_jax.metrics import fid, torch_free_reader
 from xraygan_jax.models import inception
 
@@ -54,7 +55,7 @@ FIX_COMMAND = "python -m xraygan_jax.metrics.weights"
 _SHA1_KEY = "__source_sha1__"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(errors.UserError, RuntimeError):
     """The FID Inception weights are missing, damaged or not the expected file."""
 
 
