@@ -88,3 +88,19 @@ def test_unknown_source_fails_with_the_choices(tmp_path):
     assert "Unknown data source 'imagenet'" in result.stderr
     assert "expected one of cxr_phantom, kermany, folder" in result.stderr
     assert list(tmp_path.iterdir()) == []  # nothing was built
+
+
+def test_data_launcher_errors_are_one_line_without_a_traceback(tmp_path):
+    for module in ("experiments.prepare_data", "experiments.preview_data"):
+        result = _run(
+            module,
+            _TEST_CONFIG,
+            "--config.data.source=folder",
+            f"--config.data.dir={tmp_path / 'missing'}",
+            f"--config.data.data_dir={tmp_path / 'tfds'}",
+            *([f"--out={tmp_path / 'out'}"] if module.endswith("preview_data") else []),
+        )
+        assert result.returncode == 1, module
+        assert "Traceback" not in result.stderr, module
+        (line,) = [x for x in result.stderr.splitlines() if x.startswith("error:")]
+        assert "missing' does not exist. Point --config.data.dir" in line, module
