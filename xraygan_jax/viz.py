@@ -236,6 +236,82 @@ def plot_metric_by_epoch(
     return _save(figure, path)
 
 
+_STUDY_METRICS = ("accuracy", "sensitivity", "specificity")
+
+
+def plot_study_by_fraction(by_size: dict, path: str | os.PathLike) -> str:
+    """Accuracy, sensitivity and specificity (%) against the synthetic fraction, mean ± sd.
+
+    Args:
+      by_size: {real images per class: [summaries with fraction, <metric>_mean, <metric>_std]}.
+    """
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=_DPI, sharey=True)
+    for size, rows in by_size.items():
+        rows = sorted(rows, key=lambda r: r["fraction"])
+        fractions = [100 * r["fraction"] for r in rows]
+        for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
+            means = [100 * r[f"{metric}_mean"] for r in rows]
+            stds = [100 * np.nan_to_num(r[f"{metric}_std"]) for r in rows]
+            axis.errorbar(
+                fractions, means, yerr=stds, marker="o", capsize=3, label=f"{size} real/class"
+            )
+    for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
+        axis.set_title(metric)
+        axis.set_xlabel("synthetic images in the training set (%)")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("test split (%)")
+    axes[-1].legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_study_by_size(by_size: dict, path: str | os.PathLike) -> str:
+    """Accuracy, sensitivity and specificity (%) against the real-set size, one line per arm."""
+    figure, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=_DPI, sharey=True)
+    arms: dict[str, list[tuple[int, dict]]] = {}
+    for size, rows in by_size.items():
+        for row in rows:
+            arms.setdefault(row["arm"], []).append(
+                (row["num_real"] if size == "all" else size, row)
+            )
+    for arm, points in arms.items():
+        points.sort(key=lambda p: p[0])
+        for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
+            axis.errorbar(
+                [p[0] for p in points],
+                [100 * p[1][f"{metric}_mean"] for p in points],
+                yerr=[100 * np.nan_to_num(p[1][f"{metric}_std"]) for p in points],
+                marker="o",
+                capsize=3,
+                label=f"{arm} synthetic",
+            )
+    for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
+        axis.set_title(metric)
+        axis.set_xscale("log")
+        axis.set_xlabel("real train images per class")
+        axis.grid(alpha=0.3)
+    axes[0].set_ylabel("test split (%)")
+    axes[-1].legend(fontsize=8)
+    return _save(figure, path)
+
+
+def plot_training_curves(curves: dict, path: str | os.PathLike) -> str:
+    """Training and validation loss against step, one colour per arm (solid train, dashed val).
+
+    Args:
+      curves: {arm name: (steps, train losses, validation losses)}.
+    """
+    figure, axes = plt.subplots(figsize=(7, 4), dpi=_DPI)
+    for arm, (steps, train, val) in curves.items():
+        (line,) = axes.plot(steps, train, label=f"{arm} train")
+        axes.plot(steps, val, linestyle="--", color=line.get_color(), label=f"{arm} val")
+    axes.set_xlabel("step")
+    axes.set_ylabel("BCE loss")
+    axes.set_title("Classifier training curves per arm")
+    axes.legend(fontsize=8, ncol=2)
+    axes.grid(alpha=0.3)
+    return _save(figure, path)
+
+
 def _save(figure, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

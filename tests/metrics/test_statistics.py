@@ -219,3 +219,37 @@ def test_bad_input_is_rejected_by_name():
         statistics.paired_difference_ci([0.1, 0.2, 0.3], [0.1, 0.2])
     with pytest.raises(ValueError, match="values must be a non-empty 1-D"):
         statistics.summarise_over_seeds([])
+
+
+def test_seed_averaged_difference_of_identical_arms_is_exactly_zero():
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    probabilities = np.array([[0.2, 0.8, 0.6, 0.4, 0.9, 0.1, 0.3, 0.7]] * 3)
+    accuracy = classification.metric_function("accuracy")
+    result = statistics.seed_averaged_image_bootstrap_difference(
+        labels, probabilities, probabilities, accuracy, num_resamples=200
+    )
+    assert (result["difference"], result["low"], result["high"]) == (0.0, 0.0, 0.0)
+
+
+def test_seed_averaged_difference_point_is_the_mean_of_the_seed_differences():
+    # Seed 0: arm right on 4/4, base on 2/4 (+0.5); seed 1: arm 3/4, base 3/4 (0): mean 0.25.
+    labels = np.array([1, 1, 0, 0])
+    arm = np.array([[0.9, 0.9, 0.1, 0.1], [0.9, 0.9, 0.9, 0.1]])
+    base = np.array([[0.9, 0.1, 0.9, 0.1], [0.9, 0.9, 0.1, 0.9]])
+    accuracy = classification.metric_function("accuracy")
+    result = statistics.seed_averaged_image_bootstrap_difference(
+        labels, arm, base, accuracy, num_resamples=500, seed=3
+    )
+    assert result["difference"] == pytest.approx(0.25)
+    assert result["low"] <= 0.25 <= result["high"]
+    with pytest.raises(ValueError, match=r"must be \[num_seeds, 4\] for both arms"):
+        statistics.seed_averaged_image_bootstrap_difference(labels, arm, base[:1], accuracy)
+
+
+def test_seed_averaged_interval_of_a_perfect_classifier_is_one_to_one():
+    labels = np.array([0, 1, 0, 1, 1])
+    probabilities = np.array([[0.1, 0.9, 0.2, 0.8, 0.7], [0.0, 1.0, 0.3, 0.6, 0.9]])
+    low, high = statistics.seed_averaged_bootstrap_ci(
+        labels, probabilities, classification.metric_function("accuracy"), num_resamples=100
+    )
+    assert (low, high) == (1.0, 1.0)

@@ -126,6 +126,70 @@ def mix_synthetic(real: Any, synthetic: Any, fraction: float, *, seed: int) -> p
     )
 
 
+MIX_MODES = ("add", "replace")
+
+
+def num_replaced(num_real: int, fraction: float) -> int:
+    """Real images of a class replaced by synthetic ones in `replace` mode: round_half_up(R f)."""
+    _check_fraction(fraction, "fraction")
+    return math.floor(num_real * fraction + 0.5)
+
+
+def replace_with_synthetic(
+    real: Any, synthetic: Any, fraction: float, *, seed: int
+) -> pipeline.ArraySource:
+    """The real set with `fraction` of every class replaced by synthetic images: same size.
+
+    Per class with R real images, round_half_up(R f) real images (a seeded, nested choice) are
+    dropped and as many synthetic ones of that class taken instead, so the training set keeps its
+    size and class balance ("replace" mode; `mix_synthetic` is the "add" mode).
+
+    Raises:
+      ValueError: as `mix_synthetic`.
+    """
+    _check_fraction(fraction, "fraction")
+    real_source = pipeline.ArraySource.from_source(real)
+    if len(real_source) == 0:
+        raise ValueError("The real set is empty; nothing to replace.")
+    if fraction == 0.0:
+        return real_source
+    if _image_shape(synthetic) != real_source.images.shape[1:]:
+        raise ValueError(
+            f"Synthetic images have shape {_image_shape(synthetic)}, real images "
+            f"{real_source.images.shape[1:]}; generate at the real set's image size."
+        )
+    synthetic_labels = pipeline.source_labels(synthetic)
+    kept_real, chosen = [], []
+    for label in np.unique(real_source.labels):
+        indices = np.flatnonzero(real_source.labels == label)
+        replaced = num_replaced(indices.size, fraction)
+        available = np.flatnonzero(synthetic_labels == label)
+        if available.size < replaced:
+            raise ValueError(
+                f"Too few synthetic images of class {label}: replacing {replaced} of "
+                f"{indices.size} needs {replaced}, {available.size} available."
+            )
+        real_order = np.random.default_rng([seed, int(label), 1]).permutation(indices)
+        kept_real.append(np.sort(real_order[replaced:]))
+        order = np.random.default_rng([seed, int(label)]).permutation(available)
+        chosen.append(np.sort(order[:replaced]))
+    keep = np.concatenate(kept_real)
+    synthetic_images, synthetic_labels = _take(synthetic, np.concatenate(chosen))
+    return pipeline.ArraySource(
+        np.concatenate([real_source.images[keep], synthetic_images]),
+        np.concatenate([real_source.labels[keep], synthetic_labels]),
+    )
+
+
+def mix(real: Any, synthetic: Any, fraction: float, *, mode: str, seed: int):
+    """`mix_synthetic` (mode "add") or `replace_with_synthetic` (mode "replace")."""
+    if mode == "add":
+        return mix_synthetic(real, synthetic, fraction, seed=seed)
+    if mode == "replace":
+        return replace_with_synthetic(real, synthetic, fraction, seed=seed)
+    raise ValueError(f"mixing mode {mode!r} is unknown; use one of: {', '.join(MIX_MODES)}")
+
+
 def subsample_per_class(
     source: Any,
     *,

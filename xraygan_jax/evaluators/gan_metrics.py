@@ -304,7 +304,9 @@ def evaluate_run(
                 f"none of --epochs {list(epochs)} is a saved epoch of {gan_name}; saved: {saved}"
             )
         labels = [label] if label is not None else None
-        progress = reporting.Progress(len(chosen), 1, f"[eval {gan_name}]", every_steps=1)
+        progress = reporting.Progress(
+            len(chosen), 1, f"[eval {gan_name}]", every_steps=1, unit="checkpoint"
+        )
         for done, epoch in enumerate(chosen, start=1):
             sample_fn, _ = run.sample_fn({gan_name: epoch}, batch_stats=config.eval.batch_stats)
             evaluator = GANMetricsEvaluator(config, sample_fn, labels=labels, seed=seed)

@@ -240,6 +240,107 @@ def paired_image_bootstrap_difference(
     return {"difference": point, "low": low, "high": high}
 
 
+def seed_averaged_bootstrap_ci(
+    labels: Any,
+    probabilities: Any,
+    metric_fn: MetricFn,
+    *,
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Interval of the mean over seeds of a metric, resampling test images (shared by seeds).
+
+    Args:
+      labels: test labels, 0 or 1, [N].
+      probabilities: [num_seeds, N] probabilities of the positive class.
+      metric_fn, num_resamples, confidence, seed: as `bootstrap_ci`.
+
+    Returns:
+      (low, high).
+    """
+    _check_bootstrap_options(num_resamples, confidence)
+    labels = classification.check_labels(labels)
+    rows = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    for row in rows:
+        classification.check_probabilities(row, labels.shape[0])
+    _check_enough_images(labels.shape[0])
+
+    def mean_metric(indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        return np.mean([metric_fn(labels[indices], row[indices]) for row in rows])
+
+    return _percentile_interval(
+        (np.arange(labels.shape[0]),),
+        mean_metric,
+        vectorized=False,
+        num_resamples=num_resamples,
+        confidence=confidence,
+        seed=seed,
+        what=_metric_name(metric_fn),
+    )
+
+
+def seed_averaged_image_bootstrap_difference(
+    labels: Any,
+    probabilities_arm: Any,
+    probabilities_base: Any,
+    metric_fn: MetricFn,
+    *,
+    num_resamples: int = 2000,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Interval of mean-over-seeds metric(arm) - mean-over-seeds metric(baseline), by images.
+
+    Each resample draws one set of test-image indices and scores every seed's classifier of
+    both arms on it, so the interval reflects the test set's sampling noise around the seeds'
+    average (with one seed it is `paired_image_bootstrap_difference`).
+
+    Args:
+      labels: test labels, 0 or 1, [N].
+      probabilities_arm, probabilities_base: [num_seeds, N] probabilities of the positive class.
+      metric_fn: `fn(labels, probabilities) -> float`.
+      num_resamples, confidence, seed: as `bootstrap_ci`.
+
+    Returns:
+      {"difference", "low", "high"}.
+    """
+    _check_bootstrap_options(num_resamples, confidence)
+    labels = classification.check_labels(labels)
+    arm = np.atleast_2d(np.asarray(probabilities_arm, dtype=np.float64))
+    base = np.atleast_2d(np.asarray(probabilities_base, dtype=np.float64))
+    if arm.shape != base.shape or arm.shape[1] != labels.shape[0]:
+        raise classification.MetricInputError(
+            f"probabilities must be [num_seeds, {labels.shape[0]}] for both arms, got "
+            f"{arm.shape} and {base.shape}"
+        )
+    for row in (*arm, *base):
+        classification.check_probabilities(row, labels.shape[0])
+    _check_enough_images(labels.shape[0])
+
+    def difference(indices):
+        indices = np.asarray(indices, dtype=np.int64)
+        chosen = labels[indices]
+        return np.mean([metric_fn(chosen, p[indices]) for p in arm]) - np.mean(
+            [metric_fn(chosen, p[indices]) for p in base]
+        )
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", classification.UndefinedAUCWarning)
+        point = float(difference(np.arange(labels.shape[0])))
+    low, high = _percentile_interval(
+        (np.arange(labels.shape[0]),),
+        difference,
+        vectorized=False,
+        num_resamples=num_resamples,
+        confidence=confidence,
+        seed=seed,
+        what=f"the difference in {_metric_name(metric_fn)}",
+    )
+    return {"difference": point, "low": low, "high": high}
+
+
 def _check_correct(values: Any, name: str) -> np.ndarray:
     return classification.check_labels(
         values, name=name, hint="pass True (or 1) where the classifier was right"

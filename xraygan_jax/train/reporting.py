@@ -116,7 +116,7 @@ class Progress:
             self.finish()
         elif steps_done % self.every_steps == 0:
             eta = self.eta_seconds(now)
-            unit_rate = f"{rate:.1f} {self.unit}/s" if rate else "compiling"
+            unit_rate = self._format_rate(rate) if rate else "compiling"
             eta_text = format_duration(eta) if eta is not None else "?"
             emit(
                 f"{self.name} {steps_done}/{self.total_steps} steps | {unit_rate} | "
@@ -133,9 +133,12 @@ class Progress:
         emit(
             f"{self.name} done: {self._steps_done}/{self.total_steps} steps in "
             f"{format_duration(self.elapsed_seconds)}"
-            + (f" | {rate:.1f} {self.unit}/s" if rate else "")
+            + (f" | {self._format_rate(rate)}" if rate else "")
             + (f" | {self._message}" if self._message else "")
         )
+
+    def _format_rate(self, rate: float) -> str:
+        return f"{rate:.1f} {self.unit}/s" if rate >= 1 else f"{1 / rate:.1f} s/{self.unit}"
 
     def items_per_second(self, now: float | None = None) -> float | None:
         now = time.perf_counter() if now is None else now
