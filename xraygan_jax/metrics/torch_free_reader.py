@@ -243,20 +243,20 @@ def _read_legacy_state_dict(stream: BinaryIO, file: Any) -> dict[str, np.ndarray
     def no_storage(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
         raise StateDictFormatError(f"{file}: a storage appears outside the state dict")
 
-    def header() -> Any:
-        return _RestrictedUnpickler(stream, no_storage).load()
+    def load_pickle(load_storage: StorageLoader = no_storage) -> Any:
+        try:
+            return _RestrictedUnpickler(stream, load_storage).load()
+        except (ForbiddenGlobalError, TorchScriptFormatError):
+            raise
+        except Exception as error:  # a malformed or truncated pickle, whatever pickle raised
+            raise StateDictFormatError(
+                f"{file} is neither a zip archive nor a readable legacy torch.save file "
+                f"({type(error).__name__}: {error})"
+            ) from error
 
-    try:
-        magic = header()
-    except ForbiddenGlobalError:
-        raise
-    except Exception as error:  # noqa: BLE001 - any parse failure means "not this format"
-        raise StateDictFormatError(
-            f"{file} is neither a zip archive nor a legacy torch.save file ({error})"
-        ) from error
-    if magic != _LEGACY_MAGIC_NUMBER:
+    if load_pickle() != _LEGACY_MAGIC_NUMBER:
         raise StateDictFormatError(f"{file} is neither a zip archive nor a torch.save file")
-    protocol, system = header(), header()
+    protocol, system = load_pickle(), load_pickle()
     if protocol != _LEGACY_PROTOCOL_VERSION or not (
         isinstance(system, dict) and system.get("little_endian") is True
     ):
@@ -266,22 +266,30 @@ def _read_legacy_state_dict(stream: BinaryIO, file: Any) -> dict[str, np.ndarray
         )
     state_start = stream.tell()
     # Step over the state dict's pickle without running it: the storage keys follow it.
-    for _ in pickletools.genops(stream):
-        pass
-    keys = header()
+    try:
+        for _ in pickletools.genops(stream):
+            pass
+    except ValueError as error:
+        raise StateDictFormatError(
+            f"{file}: the state dict's pickle is malformed ({error})"
+        ) from error
+    keys = load_pickle()
     if not (isinstance(keys, list) and all(isinstance(key, str) for key in keys)):
         raise StateDictFormatError(f"{file}: the storage key list is malformed")
     storages_start = stream.tell()
     # Each storage is an int64 element count and count x itemsize bytes, the itemsize known only
     # from the state dict's pickle: read it once (restricted, as always) to learn the dtypes.
     dtypes: dict[str, np.dtype] = {}
+    file_size = stream.seek(0, 2)
 
     def record(key: str, dtype: np.dtype, numel: int) -> np.ndarray:
+        if numel * dtype.itemsize > file_size:  # so a forged count cannot exhaust memory
+            raise StateDictFormatError(f"{file}: storage {key} is larger than the file")
         dtypes[key] = dtype
         return np.zeros(numel, dtype)
 
     stream.seek(state_start)
-    _RestrictedUnpickler(stream, record).load()
+    load_pickle(record)
     stream.seek(storages_start)
     storages: dict[str, np.ndarray] = {}
     for key in keys:
@@ -302,7 +310,7 @@ def _read_legacy_state_dict(stream: BinaryIO, file: Any) -> dict[str, np.ndarray
         return storages[key]
 
     stream.seek(state_start)
-    return _check_state_dict(_RestrictedUnpickler(stream, load).load(), file)
+    return _check_state_dict(load_pickle(load), file)
 
 
 def read_state_dict(file: str | os.PathLike | BinaryIO) -> dict[str, np.ndarray]:
