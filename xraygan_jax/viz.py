@@ -312,6 +312,37 @@ def plot_training_curves(curves: dict, path: str | os.PathLike) -> str:
     return _save(figure, path)
 
 
+def plot_sweep(rows: Sequence[dict], parameter: str, path: str | os.PathLike) -> str:
+    """Mean FID (and its gap to the floor), training time and classifier gain per value.
+
+    Args:
+      rows: sweep.csv's rows (dicts with `parameter`, fid_mean, fid_gap_mean, train_seconds and,
+        optionally, classifier_gain).
+      parameter: the swept key to put on the x axis (other parameters' values are averaged).
+    """
+    panels = [
+        ("fid_mean", "mean FID"),
+        ("fid_gap_mean", "FID minus floor"),
+        ("train_seconds", "training time (s)"),
+    ]
+    if any("classifier_gain" in row for row in rows):
+        panels.append(("classifier_gain", "classifier gain (accuracy)"))
+    figure, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.5), dpi=_DPI)
+    values = sorted({row[parameter] for row in rows}, key=lambda v: (str(type(v)), v))
+    positions = range(len(values))
+    for axis, (key, label) in zip(axes, panels, strict=True):
+        means = [
+            float(np.mean([row[key] for row in rows if row[parameter] == value and key in row]))
+            for value in values
+        ]
+        axis.plot(list(positions), means, marker="o")
+        axis.set_xticks(list(positions), [str(v) for v in values])
+        axis.set_xlabel(parameter)
+        axis.set_title(label)
+        axis.grid(alpha=0.3)
+    return _save(figure, path)
+
+
 def _save(figure, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

@@ -57,6 +57,9 @@ def get_config() -> ml_collections.ConfigDict:
     # False keeps each epoch's last partial batch (PyTorch's DataLoader default, the seed's),
     # trimmed to a multiple of the device count; multi-process runs always drop it.
     config.train.drop_remainder = False
+    # DiffAugment of every image D sees, e.g. "color,translation,cutout" ("" = off): keeps D
+    # from memorising small sets.
+    config.train.diffaugment = ""
     config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
     config.train.checkpoint_every_epochs = 20
     config.train.sample_every_epochs = 5

@@ -28,7 +28,8 @@ def test_ema_generator_statistics_come_from_the_ema_weights(ema_state):
     generator = sampling.GeneratorState.from_gan_state(ema_state, use_ema=True)
     assert generator.ema
     live = jax.tree.leaves(ema_state.g_batch_stats)
-    assert all(not np.allclose(a, b) for a, b in zip(jax.tree.leaves(generator.batch_stats), live))
+    stats = jax.tree.leaves(generator.batch_stats)
+    assert all(not np.allclose(a, b) for a, b in zip(stats, live, strict=True))
     # The recalibrated statistics are the batch statistics of the EMA weights on the
     # recalibration batch: eval mode on that batch then equals train mode on it.
     key = jax.random.fold_in(jax.random.key(0), sampling._RECALIBRATE_STREAM)

@@ -31,7 +31,15 @@ from xraygan_jax import compiler, errors, runs, viz
 from xraygan_jax.data import pipeline, sources
 from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.models import gan
-from xraygan_jax.train import checkpointing, optimizers, reporting, sampling, sharding, steps
+from xraygan_jax.train import (
+    checkpointing,
+    diffaugment,
+    optimizers,
+    reporting,
+    sampling,
+    sharding,
+    steps,
+)
 from xraygan_jax.train import state as state_lib
 
 JOINT_GAN_NAME = runs.JOINT_GAN_NAME
@@ -126,6 +134,10 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     except ValueError as error:
         raise errors.ConfigError(f"--config.train.batch_size: {error}") from error
     gan_metrics.check_eval_config(config)
+    try:
+        diffaugment.parse_policy(config.train.get("diffaugment", ""))
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from error
     train_source = sources.get_source(config.data, "train")
     examples = {}
     batch = config.train.batch_size
@@ -169,6 +181,7 @@ class _Compiled:
                 steps.gan_train_step,
                 d_updates_per_step=config.train.d_updates_per_step,
                 g_updates_per_step=config.train.g_updates_per_step,
+                diffaugment_policy=config.train.get("diffaugment", ""),
             ),
             in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
             out_shardings=(replicated, replicated),

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from xraygan_jax.train import losses
+from xraygan_jax.train import diffaugment, losses
 from xraygan_jax.train import state as state_lib
 
 Batch = dict[str, jax.Array]
@@ -144,11 +144,24 @@ def _generate_for_training(
     return fakes, pullback, g_batch_stats
 
 
-def _discriminator_update(state, batch, fakes, key, axis_name):
+_AUGMENT_STREAM = 7
+
+
+def _augmented(images, key, policy, which):
+    """DiffAugment of the images D sees (`policy` empty: unchanged)."""
+    if not policy:
+        return images
+    return diffaugment.augment(
+        jax.random.fold_in(jax.random.fold_in(key, _AUGMENT_STREAM), which), images, policy
+    )
+
+
+def _discriminator_update(state, batch, fakes, key, axis_name, policy=()):
     _, discriminator = _modules(state, axis_name)
     images, labels = batch["image"], batch["label"]
     _, dropout_key = _step_keys(key, axis_name)
-    fakes = jax.lax.stop_gradient(fakes)
+    fakes = _augmented(jax.lax.stop_gradient(fakes), dropout_key, policy, 1)
+    images = _augmented(images, dropout_key, policy, 0)
     real_key, fake_key = jax.random.split(dropout_key)
 
     def loss_fn(d_params):
@@ -179,15 +192,16 @@ def _discriminator_update(state, batch, fakes, key, axis_name):
     return new_state, _mean_over(metrics, axis_name)
 
 
-def _generator_update(state, batch, generated, key, axis_name):
+def _generator_update(state, batch, generated, key, axis_name, policy=()):
     _, discriminator = _modules(state, axis_name)
     labels = batch["label"]
     _, dropout_key = _step_keys(key, axis_name)
     fakes, pullback, g_batch_stats = generated
 
     def loss_fn(fakes):
+        seen = _augmented(fakes, dropout_key, policy, 2)
         fake_logits, d_batch_stats = _apply_discriminator(
-            discriminator, state.d_params, state.d_batch_stats, fakes, labels, dropout_key
+            discriminator, state.d_params, state.d_batch_stats, seen, labels, dropout_key
         )
         return _mean_over(losses.generator_loss(fake_logits), axis_name), d_batch_stats
 
@@ -210,7 +224,12 @@ def _generator_update(state, batch, generated, key, axis_name):
 
 
 def discriminator_step(
-    state: state_lib.GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+    state: state_lib.GANState,
+    batch: Batch,
+    key: jax.Array,
+    *,
+    diffaugment_policy: str = "",
+    axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
     """One update of D on a real batch and as many fakes, G held fixed.
 
@@ -235,11 +254,17 @@ def discriminator_step(
         (mean sigmoid(D(G(z))) before the update), scalars. state.step is unchanged.
     """
     fakes, _, _ = _generate_for_training(state, batch["label"], key, axis_name)
-    return _discriminator_update(state, batch, fakes, key, axis_name)
+    policy = diffaugment.parse_policy(diffaugment_policy)
+    return _discriminator_update(state, batch, fakes, key, axis_name, policy)
 
 
 def generator_step(
-    state: state_lib.GANState, batch: Batch, key: jax.Array, *, axis_name: str | None = None
+    state: state_lib.GANState,
+    batch: Batch,
+    key: jax.Array,
+    *,
+    diffaugment_policy: str = "",
+    axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
     """One update of G with the non-saturating loss through D, D held fixed.
 
@@ -262,7 +287,8 @@ def generator_step(
         mode); ema_g_params follows the new params when ema_decay > 0. state.step is unchanged.
     """
     generated = _generate_for_training(state, batch["label"], key, axis_name)
-    return _generator_update(state, batch, generated, key, axis_name)
+    policy = diffaugment.parse_policy(diffaugment_policy)
+    return _generator_update(state, batch, generated, key, axis_name, policy)
 
 
 def gan_train_step(
@@ -272,6 +298,7 @@ def gan_train_step(
     *,
     d_updates_per_step: int = 1,
     g_updates_per_step: int = 1,
+    diffaugment_policy: str = "",
     axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
     """One GAN iteration: D step(s), then G step(s); state.step += 1.
@@ -295,6 +322,9 @@ def gan_train_step(
         key: PRNG key of this iteration, e.g. fold_in(base_key, step).
         d_updates_per_step: D updates per iteration (same real batch, fresh z each).
         g_updates_per_step: G updates per iteration (2 = the second report's double training).
+        diffaugment_policy: DiffAugment policies applied to every image D sees, real and fake,
+            in both updates, e.g. "color,translation,cutout" (xraygan_jax.train.diffaugment);
+            "" = none.
         axis_name: the mapped axis under shard_map/pmap, or None (see the module docstring).
 
     Returns:
@@ -303,6 +333,7 @@ def gan_train_step(
     """
     # D step 0 and G step 0 share a key, so the same z and, since the D steps leave G's params
     # alone, the same forward pass of G (the tutorial's reuse of `fake`).
+    policy = diffaugment.parse_policy(diffaugment_policy)
     first_key = jax.random.fold_in(key, 0)
     first_generated = _generate_for_training(state, batch["label"], first_key, axis_name)
     d_metrics = []
@@ -312,7 +343,7 @@ def gan_train_step(
             fakes = first_generated[0]
         else:
             fakes, _, _ = _generate_for_training(state, batch["label"], step_key, axis_name)
-        state, metrics = _discriminator_update(state, batch, fakes, step_key, axis_name)
+        state, metrics = _discriminator_update(state, batch, fakes, step_key, axis_name, policy)
         d_metrics.append(metrics)
     g_metrics = []
     for index in range(g_updates_per_step):
@@ -321,7 +352,7 @@ def gan_train_step(
             generated = first_generated
         else:
             generated = _generate_for_training(state, batch["label"], step_key, axis_name)
-        state, metrics = _generator_update(state, batch, generated, step_key, axis_name)
+        state, metrics = _generator_update(state, batch, generated, step_key, axis_name, policy)
         g_metrics.append(metrics)
     metrics = jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *d_metrics)
     metrics.update(jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *g_metrics))

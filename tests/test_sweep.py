@@ -1,0 +1,70 @@
+"""A two-point sweep through its launcher: each point a normal run, sweep.csv, plots, resume."""
+
+import csv
+
+import pytest
+from conftest import fid_weights_or_skip, run_launcher
+
+from experiments.configs import sweep_test
+from xraygan_jax import errors, runs, sweep
+from xraygan_jax.metrics import weights
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    fid_weights_or_skip(lambda: weights.find_source(download=False))
+    workdir = tmp_path_factory.mktemp("sweep")
+    data_dir = tmp_path_factory.getbasetemp() / "tfds"
+    args = (
+        "--config=experiments/configs/sweep_test.py",
+        f"--workdir={workdir}",
+        f"--config.data.data_dir={data_dir}",
+    )
+    result = run_launcher("experiments.sweep", *args, timeout=1200)
+    assert result.returncode == 0, result.stderr
+    return workdir, args
+
+
+def test_every_point_is_a_run_with_metrics_and_a_gain(finished):
+    workdir, _ = finished
+    with open(workdir / "sweep.csv", newline="") as file:
+        rows = list(csv.DictReader(file))
+    assert [float(r["optim.g_lr"]) for r in rows] == [1e-4, 2e-4]
+    for row in rows:
+        assert float(row["fid_mean"]) > 0 and float(row["NORMAL/fid_floor"]) > 0
+        assert -1 <= float(row["classifier_gain"]) <= 1
+        assert float(row["train_seconds"]) > 0
+        run = runs.Run(workdir / "points" / row["point"])
+        assert run.load_config().optim.g_lr == float(row["optim.g_lr"])
+        assert run.checkpoint_epochs("conditional") == [1]
+    assert (workdir / "plots" / "sweep_optim.g_lr.png").stat().st_size > 0
+
+
+def test_a_rerun_resumes_without_training(finished):
+    workdir, args = finished
+    before = (workdir / "sweep.csv").read_text()
+    result = run_launcher("experiments.sweep", *args)
+    assert result.returncode == 0, result.stderr
+    assert "[conditional]" not in result.stderr  # no GAN step ran
+    assert (workdir / "sweep.csv").read_text() == before
+
+
+def test_a_grid_key_the_config_lacks_is_named(tmp_path):
+    config = sweep_test.get_config()
+    config.sweep.grid = ("optim.bogus=1,2",)
+    with pytest.raises(errors.ConfigError, match=r"the GAN config has no 'optim.bogus'"):
+        sweep.run_sweep(config, tmp_path)
+    assert not (tmp_path / "config.json").exists()
+
+
+def test_list_mode_pairs_values_and_needs_equal_lengths():
+    config = sweep_test.get_config()
+    config.sweep.grid = ("optim.g_lr=1e-4,2e-4", "model.nz=4,8")
+    config.sweep.mode = "list"
+    assert sweep.points(config) == [
+        {"optim.g_lr": 1e-4, "model.nz": 4},
+        {"optim.g_lr": 2e-4, "model.nz": 8},
+    ]
+    config.sweep.grid = ("optim.g_lr=1e-4,2e-4", "model.nz=4")
+    with pytest.raises(errors.ConfigError, match="the same number of values"):
+        sweep.points(config)

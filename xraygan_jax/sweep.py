@@ -1,0 +1,183 @@
+"""Hyper-parameter sweeps of GAN training, judged by FID/KID with floors and, optionally, by
+the classifier gain their images give.
+
+    sweep.run_sweep(config, "runs/sweep")          # experiments/configs/sweep_dcgan.py
+
+`config.sweep.grid` lists "dotted.key=value1,value2" strings; the sweep runs every combination
+(`config.sweep.mode = "grid"`) or the i-th values together (`"list"`). Each point is a normal GAN
+run in `workdir/points/<name>` (evaluate_gan and generate accept it), trained and then evaluated
+at its last checkpoint. With `config.sweep.classifier_gain`, a small augmentation study (0% against
+`config.sweep.gain_fraction` synthetic) is run on the point's images, and the gain is the accuracy
+difference: the first report's wish to choose GAN settings by what they do for the classifier,
+not by FID alone.
+
+Points run one after another and resume: a finished point is read back, not rerun. Written:
+sweep.csv (one row per point) and plots/sweep_<parameter>.png.
+"""
+
+from __future__ import annotations
+
+import csv
+import itertools
+import json
+import os
+import pathlib
+import time
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+from xraygan_jax import errors, study, viz
+from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.train import gan_loop, reporting
+
+
+def parse_grid(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:
+    """[(dotted key, [values])] from `config.sweep.grid`, values typed like the base config's.
+
+    Raises:
+      errors.ConfigError: a malformed entry or a key the GAN config does not have.
+    """
+    parameters = []
+    for entry in config.sweep.grid:
+        if "=" not in entry:
+            raise errors.ConfigError(
+                f"--config.sweep.grid entry {entry!r} is not 'dotted.key=value1,value2'."
+            )
+        key, values = entry.split("=", 1)
+        node = config.gan
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            if part not in node:
+                raise errors.ConfigError(f"--config.sweep.grid: the GAN config has no {key!r}.")
+            node = node[part]
+        if parts[-1] not in node:
+            raise errors.ConfigError(f"--config.sweep.grid: the GAN config has no {key!r}.")
+        kind = type(node[parts[-1]])
+        try:
+            typed = [_convert(value.strip(), kind) for value in values.split(",")]
+        except ValueError as error:
+            raise errors.ConfigError(f"--config.sweep.grid {key}: {error}") from error
+        parameters.append((key.strip(), typed))
+    if not parameters:
+        raise errors.ConfigError("--config.sweep.grid is empty; give at least one parameter.")
+    return parameters
+
+
+def _convert(value: str, kind: type) -> Any:
+    if kind is bool:
+        if value.lower() not in ("true", "false"):
+            raise ValueError(f"{value!r} is not true or false")
+        return value.lower() == "true"
+    if kind in (int, float, str):
+        return kind(value)
+    raise ValueError(f"values of type {kind.__name__} cannot be swept")
+
+
+def points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """The sweep's points: {dotted key: value} each."""
+    parameters = parse_grid(config)
+    keys = [key for key, _ in parameters]
+    if config.sweep.mode == "grid":
+        combos = itertools.product(*[values for _, values in parameters])
+    elif config.sweep.mode == "list":
+        lengths = {len(values) for _, values in parameters}
+        if len(lengths) != 1:
+            raise errors.ConfigError(
+                "--config.sweep.mode=list needs the same number of values for every parameter, "
+                f"got {[len(v) for _, v in parameters]}."
+            )
+        combos = zip(*[values for _, values in parameters], strict=True)
+    else:
+        raise errors.ConfigError(
+            f"--config.sweep.mode={config.sweep.mode!r} is unknown; use grid or list."
+        )
+    return [dict(zip(keys, combo, strict=True)) for combo in combos]
+
+
+def point_name(point: dict[str, Any]) -> str:
+    """A folder name: 'optim.g_lr=0.0001_model.nz=64' with unsafe characters replaced."""
+    text = "_".join(f"{key}={value}" for key, value in point.items())
+    return "".join(c if c.isalnum() or c in "._=-" else "-" for c in text)
+
+
+def point_config(config: ml_collections.ConfigDict, point: dict[str, Any]):
+    """The GAN job config of one point: `config.gan` with the data and the point's values."""
+    job = config.gan.copy_and_resolve_references()
+    with job.unlocked():
+        job.data = config.data.copy_and_resolve_references()
+        for key, value in point.items():
+            node = job
+            *parents, last = key.split(".")
+            for part in parents:
+                node = node[part]
+            node[last] = value
+    return job
+
+
+def run_sweep(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> list[dict]:
+    """Trains and evaluates every point (resuming), writes sweep.csv and the plots."""
+    workdir = pathlib.Path(workdir)
+    planned = points(config)
+    for point in planned:  # every point's config is valid before anything is written
+        gan_loop.validate(point_config(config, point))
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
+    progress = reporting.Progress(len(planned), 1, "[sweep]", every_steps=1, unit="point")
+    rows = []
+    for done, point in enumerate(planned, start=1):
+        rows.append(_run_point(config, workdir, point))
+        progress.update(done, f"{point_name(point)}: mean FID {rows[-1]['fid_mean']:.1f}")
+    write_outputs(workdir, rows, [key for key in planned[0]])
+    return rows
+
+
+def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str, Any]:
+    folder = workdir / "points" / point_name(point)
+    result_path = folder / "point.json"
+    if result_path.exists():
+        return json.loads(result_path.read_text())
+    job = point_config(config, point)
+    started = time.perf_counter()
+    results = gan_loop.train_and_evaluate(job, folder)
+    train_seconds = time.perf_counter() - started
+    last_epoch = int(job.train.num_epochs)
+    records = gan_metrics.evaluate_run(folder, epochs=[last_epoch])
+    row: dict[str, Any] = {"point": point_name(point), **point}
+    for record in records:
+        name = record["class"]
+        for key in ("fid", "fid_floor", "fid_matched", "kid_mean", "kid_floor"):
+            row[f"{name}/{key}"] = record[key]
+    row["fid_mean"] = float(np.mean([r["fid"] for r in records]))
+    row["fid_gap_mean"] = float(np.mean([r["fid_matched"] - r["fid_floor"] for r in records]))
+    row["train_seconds"] = train_seconds
+    row["images_per_second"] = float(
+        np.mean([r.images_per_second or np.nan for r in results.values()])
+    )
+    if config.sweep.classifier_gain:
+        study_job = config.study_job.copy_and_resolve_references()
+        with study_job.unlocked():
+            study_job.data = job.data.copy_and_resolve_references()
+            study_job.study.fractions = (0.0, float(config.sweep.gain_fraction))
+        outcome = study.run_study(study_job, folder / "study", gan_workdir=folder)
+        accuracy = {}
+        for result in outcome:
+            accuracy.setdefault(result["fraction"], []).append(result["accuracy"])
+        row["classifier_gain"] = float(
+            np.mean(accuracy[float(config.sweep.gain_fraction)]) - np.mean(accuracy[0.0])
+        )
+    row["seconds"] = time.perf_counter() - started
+    result_path.write_text(json.dumps(row, allow_nan=True))
+    return row
+
+
+def write_outputs(workdir: pathlib.Path, rows: list[dict], parameters: list[str]) -> None:
+    """sweep.csv and one plot per parameter (FID, gap to floor, wall time, classifier gain)."""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    with open(workdir / "sweep.csv", "w", newline="", encoding="utf-8") as file:
+        writer = csv.DictWriter(file, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    for parameter in parameters:
+        viz.plot_sweep(rows, parameter, workdir / "plots" / f"sweep_{parameter}.png")
