@@ -69,3 +69,18 @@ def test_jit_forwards_jax_jit_arguments():
     assert double.lower(x).compile().donate_argnums == (0,)
     np.testing.assert_array_equal(double(x), [0.0, 2.0, 4.0])
     assert x.is_deleted()
+
+
+def test_the_reduce_fusion_option_is_accepted_and_changes_no_value():
+    x = jnp.asarray(np.random.default_rng(0).normal(size=(8, 16, 16, 4)), jnp.float32)
+
+    def batch_norm_statistics(x):
+        return jnp.mean(x, axis=(0, 1, 2)), jnp.var(x, axis=(0, 1, 2))
+
+    fused = compiler.jit(batch_norm_statistics, reduce_fusion=True)(x)
+    plain = jax.jit(batch_norm_statistics)(x)
+    for a, b in zip(fused, plain, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    if jax.default_backend() == "cpu":
+        options = compiler.compiler_options(reduce_fusion=True)
+        assert options["xla_cpu_experimental_ynn_fusion_type"].endswith(compiler.REDUCE_FUSION)

@@ -20,24 +20,37 @@ from typing import Any
 import jax
 
 CPU_OPTIONS = {"xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"}
+# The classifiers' BatchNorm reductions (over batch, height and width) are slow in XLA's own CPU
+# loops; YNNPACK's reduce fusions bring the classifier step to about PyTorch's speed
+# (docs/performance.md, "Classifier step"). Measured for the classifiers only, so opt-in.
+REDUCE_FUSION = "LIBRARY_FUSION_TYPE_REDUCE"
 
 
-def compiler_options(platform: str | None = None) -> dict[str, str]:
+def compiler_options(platform: str | None = None, *, reduce_fusion: bool = False) -> dict[str, str]:
     """Compiler options for `jax.jit(..., compiler_options=...)` on `platform`.
 
     Args:
       platform: "cpu", "gpu", ...; None for JAX's default backend.
+      reduce_fusion: also hand reductions to YNNPACK on CPU (the classifiers' BatchNorm).
 
     Returns:
-      `CPU_OPTIONS` on CPU, else an empty dict.
+      `CPU_OPTIONS` (plus the reduce fusion when asked) on CPU, else an empty dict.
     """
     platform = platform or jax.default_backend()
-    return dict(CPU_OPTIONS) if platform == "cpu" else {}
+    if platform != "cpu":
+        return {}
+    options = dict(CPU_OPTIONS)
+    if reduce_fusion:
+        key = "xla_cpu_experimental_ynn_fusion_type"
+        options[key] = f"{options[key]},{REDUCE_FUSION}"
+    return options
 
 
-def jit(fun: Callable, **jit_kwargs: Any) -> Callable:
+def jit(fun: Callable, *, reduce_fusion: bool = False, **jit_kwargs: Any) -> Callable:
     """`jax.jit(fun, **jit_kwargs)` with `compiler_options()` for the default backend.
 
     The backend is queried when this is called, so call it after JAX is set up (not at import).
     """
-    return jax.jit(fun, compiler_options=compiler_options(), **jit_kwargs)
+    return jax.jit(
+        fun, compiler_options=compiler_options(reduce_fusion=reduce_fusion), **jit_kwargs
+    )

@@ -124,8 +124,9 @@ def _setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
             in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
             out_shardings=(replicated, replicated),
             donate_argnums=0,
+            reduce_fusion=True,
         )
-        _SETUPS[key] = _Setup(model, tx, train_step, compiler.jit(classifier_steps.eval_step))
+        _SETUPS[key] = _Setup(model, tx, train_step, _EVAL_STEP())
     return _SETUPS[key]
 
 
@@ -171,7 +172,7 @@ def predict(state, images: np.ndarray, *, batch_size: int = _EVAL_BATCH) -> np.n
 
 @functools.cache
 def _EVAL_STEP():  # noqa: N802 - a cached constant
-    return compiler.jit(classifier_steps.eval_step)
+    return compiler.jit(classifier_steps.eval_step, reduce_fusion=True)
 
 
 def _validation_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
