@@ -42,22 +42,10 @@ from xraygan_jax.data import mixing, pipeline, sources
 from xraygan_jax.metrics import classification, statistics
 from xraygan_jax.train import classifier_loop, reporting
 
-CSV_COLUMNS = (
-    "arm",
-    "fraction",
-    "mode",
-    "real_per_class",
-    "seed",
-    "accuracy",
-    "sensitivity",
-    "specificity",
-    "precision",
-    "f1",
-    "auc",
-    "tp",
-    "fp",
-    "tn",
-    "fn",
+# study.csv: what identifies a classifier, then `binary_metrics` at threshold 0.5 up to the
+# confusion counts (type I / II errors are fp / fn).
+CSV_COLUMNS = ("arm", "fraction", "mode", "real_per_class", "seed") + (
+    classification.METRIC_NAMES[: classification.METRIC_NAMES.index("fn") + 1]
 )
 EXTRA_COLUMNS = (
     "threshold_val",

@@ -5,10 +5,11 @@ one-channel images, batch 32, dropout 0.4, BCE with logits, Adam(1e-3). The JAX 
 library's `classifier_steps.classifier_train_step`, compiled with `xraygan_jax.compiler.jit`
 (and, as a second row, with XLA's YNNPACK reduce fusions added to the compiler options: the
 BatchNorm statistics are reductions over batch, height and width). The PyTorch side is the same
-network, `torch_small_cnn` / `torch_resnet` below (torchvision's ResNet with a one-channel conv1
-and a one-logit fc), in train mode on CPU with 2 threads. Before timing, PyTorch's initial
-weights are loaded into the JAX model (the ResNet through `resnet_weights`, as ImageNet weights
-would be) and both eval-mode forward passes are compared (max abs difference printed).
+network, `torch_small_cnn` below / `torch_references.torch_resnet` (torchvision's ResNet with a
+one-channel conv1 and a one-logit fc), in train mode on CPU with 2 threads. Before timing,
+PyTorch's initial weights are loaded into the JAX model (the ResNet through `resnet_weights`, as
+ImageNet weights would be) and both eval-mode forward passes are compared (max abs difference
+printed).
 
 Each implementation runs in a process of its own (experiments/benchmarks/processes.py says why);
 rounds alternate between them so that a busy machine slows all alike. Each round times
@@ -35,7 +36,7 @@ import numpy as np
 import optax
 from absl import app, flags
 
-from experiments.benchmarks import processes
+from experiments.benchmarks import processes, torch_references
 from xraygan_jax import compiler
 from xraygan_jax.metrics import torch_free_reader
 from xraygan_jax.models import classifier, resnet_weights
@@ -91,107 +92,10 @@ def torch_small_cnn(torch, width: int = 16, dropout_rate: float = DROPOUT_RATE):
     return SmallCNN()
 
 
-def torch_resnet(
-    torch, depth: int, *, in_channels: int = 3, num_outputs: int = 1000, dropout_rate: float = 0.0
-):
-    """torchvision.models.resnet{18,50,152}() (v1.5), module for module, so that its state dict
-    has torchvision's names; `in_channels`, `num_outputs` and a dropout before `fc` let it stand
-    for `classifier.ResNet` as well. `forward` returns [B, num_outputs] (or [B] for one output).
-
-    Written out because torchvision's PyPI wheels need the CUDA build of torch: with the CPU build
-    `import torchvision` fails ("operator torchvision::nms does not exist").
-    """
-    nn = torch.nn
-
-    class BasicBlock(nn.Module):
-        expansion = 1
-
-        def __init__(self, inplanes, planes, stride, downsample):
-            super().__init__()
-            self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
-
-    class Bottleneck(nn.Module):
-        expansion = 4
-
-        def __init__(self, inplanes, planes, stride, downsample):
-            super().__init__()
-            self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(planes * 4)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
-
-    block, layers = {
-        18: (BasicBlock, (2, 2, 2, 2)),
-        50: (Bottleneck, (3, 4, 6, 3)),
-        152: (Bottleneck, (3, 8, 36, 3)),
-    }[depth]
-
-    class ResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inplanes = 64
-            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            self.layer1 = self._make_layer(64, layers[0], 1)
-            self.layer2 = self._make_layer(128, layers[1], 2)
-            self.layer3 = self._make_layer(256, layers[2], 2)
-            self.layer4 = self._make_layer(512, layers[3], 2)
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.dropout = nn.Dropout(dropout_rate)
-            self.fc = nn.Linear(512 * block.expansion, num_outputs)
-
-        def _make_layer(self, planes, blocks, stride):
-            downsample = None
-            if stride != 1 or self.inplanes != planes * block.expansion:
-                downsample = nn.Sequential(
-                    nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                    nn.BatchNorm2d(planes * block.expansion),
-                )
-            modules = [block(self.inplanes, planes, stride, downsample)]
-            self.inplanes = planes * block.expansion
-            modules += [block(self.inplanes, planes, 1, None) for _ in range(1, blocks)]
-            return nn.Sequential(*modules)
-
-        def features(self, x):
-            """The last block's feature map [B, C, H, W]."""
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            return self.layer4(self.layer3(self.layer2(self.layer1(x))))
-
-        def forward(self, x):
-            out = self.fc(self.dropout(torch.flatten(self.avgpool(self.features(x)), 1)))
-            return out.view(-1) if num_outputs == 1 else out
-
-    return ResNet()
-
-
 def _torch_model(torch, kind: str):
     if kind == "small_cnn":
         return torch_small_cnn(torch)
-    return torch_resnet(
+    return torch_references.torch_resnet(
         torch, int(kind[len("resnet") :]), in_channels=1, num_outputs=1, dropout_rate=DROPOUT_RATE
     )
 

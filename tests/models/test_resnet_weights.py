@@ -1,9 +1,9 @@
 """torchvision ResNet state dicts into the Flax ResNet: key mapping, forward parity with PyTorch,
 both `torch.save` formats, refused pickles, wrong keys and shapes.
 
-torchvision itself is not used: its PyPI wheels need the CUDA build of torch (with the CPU build
-`import torchvision` fails: "operator torchvision::nms does not exist"), so `_torch_resnet` is
-torchvision's ResNet written out with the same module names, which is all a state dict records.
+The PyTorch side is `torch_references.torch_resnet` with its defaults: torchvision's ResNet
+(RGB input, 1000 logits) written out with the same module names, as torchvision itself fails to
+import with the CPU build of torch.
 """
 
 import io
@@ -16,92 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from experiments.benchmarks import torch_references
 from xraygan_jax.metrics import torch_free_reader
 from xraygan_jax.models import classifier, resnet_weights
-
-
-def _torch_resnet(torch, depth: int):
-    """torchvision.models.resnet{18,50,152}() (v1.5), module for module, on RGB input."""
-    nn = torch.nn
-
-    class BasicBlock(nn.Module):
-        expansion = 1
-
-        def __init__(self, inplanes, planes, stride, downsample):
-            super().__init__()
-            self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.bn2(self.conv2(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
-
-    class Bottleneck(nn.Module):
-        expansion = 4
-
-        def __init__(self, inplanes, planes, stride, downsample):
-            super().__init__()
-            self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
-            self.bn1 = nn.BatchNorm2d(planes)
-            self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
-            self.bn2 = nn.BatchNorm2d(planes)
-            self.conv3 = nn.Conv2d(planes, planes * 4, 1, bias=False)
-            self.bn3 = nn.BatchNorm2d(planes * 4)
-            self.relu = nn.ReLU(inplace=True)
-            self.downsample = downsample
-
-        def forward(self, x):
-            out = self.relu(self.bn1(self.conv1(x)))
-            out = self.relu(self.bn2(self.conv2(out)))
-            out = self.bn3(self.conv3(out))
-            identity = x if self.downsample is None else self.downsample(x)
-            return self.relu(out + identity)
-
-    block, layers = {
-        18: (BasicBlock, (2, 2, 2, 2)),
-        50: (Bottleneck, (3, 4, 6, 3)),
-        152: (Bottleneck, (3, 8, 36, 3)),
-    }[depth]
-
-    class ResNet(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.inplanes = 64
-            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-            self.bn1 = nn.BatchNorm2d(64)
-            self.relu = nn.ReLU(inplace=True)
-            self.maxpool = nn.MaxPool2d(3, 2, 1)
-            self.layer1 = self._make_layer(64, layers[0], 1)
-            self.layer2 = self._make_layer(128, layers[1], 2)
-            self.layer3 = self._make_layer(256, layers[2], 2)
-            self.layer4 = self._make_layer(512, layers[3], 2)
-            self.avgpool = nn.AdaptiveAvgPool2d(1)
-            self.fc = nn.Linear(512 * block.expansion, 1000)
-
-        def _make_layer(self, planes, blocks, stride):
-            downsample = None
-            if stride != 1 or self.inplanes != planes * block.expansion:
-                downsample = nn.Sequential(
-                    nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
-                    nn.BatchNorm2d(planes * block.expansion),
-                )
-            modules = [block(self.inplanes, planes, stride, downsample)]
-            self.inplanes = planes * block.expansion
-            modules += [block(self.inplanes, planes, 1, None) for _ in range(1, blocks)]
-            return nn.Sequential(*modules)
-
-        def forward(self, x):
-            x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
-            x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-            return self.fc(torch.flatten(self.avgpool(x), 1))
-
-    return ResNet()
 
 
 def _randomise_batch_norms(torch, model) -> None:
@@ -128,7 +45,7 @@ def torch_resnet18(tmp_path_factory):
     """(torch ResNet-18 in eval mode, its state dict saved by torch.save, legacy-format copy)."""
     torch = pytest.importorskip("torch")
     torch.manual_seed(0)
-    model = _torch_resnet(torch, 18)
+    model = torch_references.torch_resnet(torch, 18)
     _randomise_batch_norms(torch, model)
     model.eval()
     folder = tmp_path_factory.mktemp("resnet18")
@@ -143,7 +60,7 @@ def test_expected_keys_are_torchvisions_state_dict_minus_fc(depth):
     torch = pytest.importorskip("torch")
     keys = [
         key
-        for key in _torch_resnet(torch, depth).state_dict()
+        for key in torch_references.torch_resnet(torch, depth).state_dict()
         if not key.startswith("fc.") and not key.endswith("num_batches_tracked")
     ]
     assert list(resnet_weights.expected_keys(depth)) == keys

@@ -6,6 +6,9 @@ Modules:
   torch_free_reader  reads the tensors of a TorchScript file without PyTorch.
   fid                Inception features of images, streaming statistics, FID, KID,
                      precision/recall, `evaluate`.
-  reference          real-image statistics cached per data set, split, class and image size.
-  gan_evaluation     FID, KID and precision/recall of a GAN run, per class and checkpoint.
+  reference          real-image statistics cached per data set, split, class, image size, resize.
+  classification     accuracy, sensitivity, specificity, AUC, confusion counts, thresholds.
+  statistics         bootstrap intervals, McNemar's exact test, paired differences, verdicts.
+
+GAN evaluation of runs lives in xraygan_jax.evaluators (metrics/ imports nothing from train/).
 """
