@@ -393,32 +393,55 @@ def summarise(
                 )
             paired = [r for r in rows if r["seed"] in base_by_seed]
             if fraction > 0 and paired:
-                base = np.array([base_by_seed[r["seed"]]["test_probabilities"] for r in paired])
-                arm = np.array([r["test_probabilities"] for r in paired])
-                image_level = statistics.seed_averaged_image_bootstrap_difference(
-                    test_labels, arm, base, accuracy, num_resamples=num_resamples
-                )
-                seed_level = statistics.paired_difference_ci(
-                    [r["accuracy"] for r in paired],
-                    [base_by_seed[r["seed"]]["accuracy"] for r in paired],
-                )
-                mcnemar = [
-                    statistics.mcnemar_exact((a >= 0.5) == test_labels, (b >= 0.5) == test_labels)[
-                        "p_value"
-                    ]
-                    for a, b in zip(arm, base, strict=True)
-                ]
-                summary.update(
-                    difference=image_level["difference"],
-                    difference_low=image_level["low"],
-                    difference_high=image_level["high"],
-                    seed_difference_low=seed_level["low"],
-                    seed_difference_high=seed_level["high"],
-                    mcnemar_p=mcnemar,
-                    verdict=_verdict(image_level, seed_level, len(paired)),
-                )
+                base_rows_paired = [base_by_seed[r["seed"]] for r in paired]
+                # At 0.5 (suffix "") and at each classifier's validation threshold ("_val"):
+                # thresholded decisions scored at 0.5 give the accuracy at that threshold.
+                for suffix, decide in (("", _at_half), ("_val", _at_val_threshold)):
+                    summary.update(
+                        _comparison(
+                            test_labels,
+                            np.array([decide(r) for r in paired]),
+                            np.array([decide(r) for r in base_rows_paired]),
+                            num_resamples,
+                            suffix,
+                        )
+                    )
             summaries.append(summary)
     return summaries
+
+
+def _at_half(result: dict) -> np.ndarray:
+    return np.asarray(result["test_probabilities"], dtype=np.float64)
+
+
+def _at_val_threshold(result: dict) -> np.ndarray:
+    """0/1 decisions at the classifier's own validation-chosen threshold."""
+    probabilities = np.asarray(result["test_probabilities"], dtype=np.float64)
+    return (probabilities >= result["threshold_val"]).astype(np.float64)
+
+
+def _comparison(labels, arm, base, num_resamples: int, suffix: str) -> dict[str, Any]:
+    """Accuracy of an arm against the 0% arm, seed by seed on the same test images."""
+    accuracy = classification.metric_function("accuracy")
+    image_level = statistics.seed_averaged_image_bootstrap_difference(
+        labels, arm, base, accuracy, num_resamples=num_resamples
+    )
+    seed_level = statistics.paired_difference_ci(
+        [accuracy(labels, a) for a in arm], [accuracy(labels, b) for b in base]
+    )
+    mcnemar = [
+        statistics.mcnemar_exact((a >= 0.5) == labels, (b >= 0.5) == labels)["p_value"]
+        for a, b in zip(arm, base, strict=True)
+    ]
+    return {
+        f"difference{suffix}": image_level["difference"],
+        f"difference_low{suffix}": image_level["low"],
+        f"difference_high{suffix}": image_level["high"],
+        f"seed_difference_low{suffix}": seed_level["low"],
+        f"seed_difference_high{suffix}": seed_level["high"],
+        f"mcnemar_p{suffix}": mcnemar,
+        f"verdict{suffix}": _verdict(image_level, seed_level, len(arm)),
+    }
 
 
 def _verdict(image_level: dict, seed_level: dict, num_seeds: int) -> str:
@@ -539,21 +562,7 @@ def write_markdown(config, workdir: pathlib.Path, summaries, data: StudyData, pl
         ]
         for s in rows:
             interval = f"[{s['accuracy_low'] * 100:.1f}, {s['accuracy_high'] * 100:.1f}]"
-            if "difference" in s:
-                diff = (
-                    f"{s['difference'] * 100:+.1f} [{s['difference_low'] * 100:+.1f}, "
-                    f"{s['difference_high'] * 100:+.1f}]"
-                )
-                seed_ci = (
-                    f"[{s['seed_difference_low'] * 100:+.1f}, "
-                    f"{s['seed_difference_high'] * 100:+.1f}]"
-                    if np.isfinite(s["seed_difference_low"])
-                    else "n/a (1 seed)"
-                )
-                p_values = ", ".join(f"{p:.3g}" for p in s["mcnemar_p"])
-                verdict = s["verdict"]
-            else:
-                diff, seed_ci, p_values, verdict = "baseline", "", "", ""
+            diff, seed_ci, p_values, verdict = _comparison_cells(s, "")
             lines.append(
                 f"| {s['arm']} | {s['num_real']} + {s['num_synthetic']} | "
                 f"{_format_mean_std(s, 'accuracy')} {interval} | "
@@ -565,17 +574,21 @@ def write_markdown(config, workdir: pathlib.Path, summaries, data: StudyData, pl
             )
         lines += [
             "",
-            "At the threshold chosen on validation (Youden's J), mean ± sd over seeds:",
+            "At each classifier's threshold chosen on validation (Youden's J), mean ± sd over "
+            "seeds:",
             "",
-            "| arm | threshold | accuracy % | sensitivity % | specificity % |",
-            "|---|---|---|---|---|",
+            "| arm | threshold | accuracy % | sensitivity % | specificity % | "
+            "Δ accuracy vs 0% [95% CI, images] | [95% CI, seeds] | McNemar p per seed | verdict |",
+            "|---|---|---|---|---|---|---|---|---|",
         ]
         for s in rows:
+            diff, seed_ci, p_values, verdict = _comparison_cells(s, "_val")
             lines.append(
                 f"| {s['arm']} | {_format_mean_std(s, 'threshold_val', scale=1.0, digits=3)} | "
                 f"{_format_mean_std(s, 'accuracy_at_val_threshold')} | "
                 f"{_format_mean_std(s, 'sensitivity_at_val_threshold')} | "
-                f"{_format_mean_std(s, 'specificity_at_val_threshold')} |"
+                f"{_format_mean_std(s, 'specificity_at_val_threshold')} | "
+                f"{diff} | {seed_ci} | {p_values} | {verdict} |"
             )
         lines.append("")
     lines += ["## Verdict", "", verdict_paragraph(summaries), ""]
@@ -598,46 +611,75 @@ def write_markdown(config, workdir: pathlib.Path, summaries, data: StudyData, pl
     return str(path)
 
 
+def _comparison_cells(s: dict, suffix: str) -> tuple[str, str, str, str]:
+    """(difference [CI], seed CI, McNemar p values, verdict) cells of a table row."""
+    if f"difference{suffix}" not in s:
+        return "baseline", "", "", ""
+    diff = (
+        f"{s['difference' + suffix] * 100:+.1f} [{s['difference_low' + suffix] * 100:+.1f}, "
+        f"{s['difference_high' + suffix] * 100:+.1f}]"
+    )
+    low, high = s["seed_difference_low" + suffix], s["seed_difference_high" + suffix]
+    seed_ci = f"[{low * 100:+.1f}, {high * 100:+.1f}]" if np.isfinite(low) else "n/a (1 seed)"
+    p_values = ", ".join(f"{p:.3g}" for p in s["mcnemar_p" + suffix])
+    return diff, seed_ci, p_values, s["verdict" + suffix]
+
+
 def verdict_paragraph(summaries: Sequence[dict]) -> str:
-    """One paragraph, written from the numbers: which arms differ from 0%, and how."""
+    """One paragraph, written from the numbers: which arms differ from 0%, at both thresholds."""
     compared = [s for s in summaries if "verdict" in s]
     if not compared:
         return "Only the baseline was trained; there is nothing to compare."
-    better = [s for s in compared if s["verdict"] == statistics.BETTER]
-    worse = [s for s in compared if s["verdict"] == statistics.WORSE]
-    unclear = [s for s in compared if s["verdict"] == statistics.NO_DETECTABLE_DIFFERENCE]
-
-    def describe(s):
-        return (
-            f"{s['arm']} synthetic at {s['real_per_class']} real images per class "
-            f"({s['difference'] * 100:+.1f} points, 95% CI {s['difference_low'] * 100:+.1f} to "
-            f"{s['difference_high'] * 100:+.1f})"
-        )
-
     sentences = []
-    if better:
-        sentences.append(
-            "Synthetic images improved test accuracy beyond noise for "
-            + "; ".join(describe(s) for s in better)
-            + "."
-        )
-    else:
-        sentences.append(
-            "No arm improved test accuracy over the 0% baseline by more than the noise of the "
-            "test set and the seeds: no gain is claimed."
-        )
-    if worse:
-        sentences.append(
-            "Accuracy fell beyond noise for " + "; ".join(describe(s) for s in worse) + "."
-        )
-    if unclear:
-        sentences.append(
-            "The difference could not be told from zero for "
-            + "; ".join(describe(s) for s in unclear)
-            + " (each interval includes zero)."
-        )
+    for suffix, where in (("", "at threshold 0.5"), ("_val", "at the validation threshold")):
+
+        def describe(s, suffix=suffix):
+            low, high = s["seed_difference_low" + suffix], s["seed_difference_high" + suffix]
+            seeds = (
+                f", over seeds {low * 100:+.1f} to {high * 100:+.1f}" if np.isfinite(low) else ""
+            )
+            return (
+                f"{s['arm']} synthetic with {s['real_per_class']} real images per class "
+                f"({s['difference' + suffix] * 100:+.1f} points; 95% CI over test images "
+                f"{s['difference_low' + suffix] * 100:+.1f} to "
+                f"{s['difference_high' + suffix] * 100:+.1f}{seeds})"
+            )
+
+        groups = {
+            word: [s for s in compared if s["verdict" + suffix] == word]
+            for word in (statistics.BETTER, statistics.WORSE, statistics.NO_DETECTABLE_DIFFERENCE)
+        }
+        if groups[statistics.BETTER]:
+            sentences.append(
+                f"Accuracy {where} rose beyond noise for "
+                + "; ".join(map(describe, groups[statistics.BETTER]))
+                + "."
+            )
+        else:
+            sentences.append(
+                f"No arm beat the 0% baseline {where} by more than the noise: no gain is claimed."
+            )
+        if groups[statistics.WORSE]:
+            sentences.append(
+                f"It fell beyond noise {where} for "
+                + "; ".join(map(describe, groups[statistics.WORSE]))
+                + "."
+            )
+        if groups[statistics.NO_DETECTABLE_DIFFERENCE]:
+            sentences.append(
+                f"Not distinguishable from zero {where} (an interval includes zero): "
+                + "; ".join(map(describe, groups[statistics.NO_DETECTABLE_DIFFERENCE]))
+                + "."
+            )
     sentences.append(
-        "A claim needs the interval over test images (seeds averaged) and, with two or more "
-        "seeds, the interval over seeds to exclude zero."
+        "An arm counts as better or worse only when the interval over test images (seeds "
+        "averaged) and, with two or more seeds, the interval over seeds both exclude zero."
     )
+    if any(s["verdict"] != s["verdict_val"] for s in compared):
+        sentences.append(
+            "The two thresholds disagree for some arms: accuracy at 0.5 moves with the "
+            "classifiers' calibration, which synthetic images change, while the validation "
+            "threshold is chosen per classifier; the AUC column compares what they can separate "
+            "at any threshold."
+        )
     return " ".join(sentences)
