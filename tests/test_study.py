@@ -176,3 +176,17 @@ def test_a_test_split_of_one_class_reports_auc_undefined_and_the_rest(tmp_path):
     assert "| 0% | 10 + 0 | 66.7 ± 0.0 [33.3, 100.0] | 66.7 ± 0.0 | n/a | n/a |" in report
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert np.isnan(summary[0]["auc_mean"])
+
+
+def test_the_real_set_size_sweep_uses_nested_subsets(gan_run, data_dir, tmp_path):
+    config = _config(data_dir, real_per_class=(4, 0))
+    results = study.run_study(config, tmp_path, gan_workdir=gan_run)
+    assert [(r["real_per_class"], r["arm"]) for r in results] == [
+        (4, "0%"),
+        (4, "50%"),
+        ("all", "0%"),
+        ("all", "50%"),
+    ]
+    assert results[0]["num_real"] == 8 and results[1]["num_synthetic"] == 8  # 4 per class
+    assert (tmp_path / "plots" / "metrics_by_real_size.png").stat().st_size > 0
+    assert "## Real images per class: 4" in (tmp_path / "study.md").read_text()
