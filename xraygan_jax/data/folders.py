@@ -112,6 +112,7 @@ def list_class_images(class_dir: str | os.PathLike) -> tuple[list[str], list[Ski
     Raises:
       ValueError: the folder has no usable image (names it and what was skipped).
     """
+    class_dir = os.fspath(class_dir)
     paths, skipped = [], []
     for entry in sorted(os.scandir(class_dir), key=lambda e: e.name):
         if is_ignored(entry.name):
