@@ -27,7 +27,7 @@ def data_config() -> ml_collections.ConfigDict:
     data.test_fraction = 0.2
     data.val_fraction = 0.0
     data.split_seed = 0
-    # The embedded phantom set (DESIGN.md): sizes per split and difficulty in [0, 1].
+    # The embedded phantom set (docs/design_notes.md): sizes per split and difficulty in [0, 1].
     data.phantom = ml_collections.ConfigDict()
     data.phantom.num_train = 1000
     data.phantom.num_val = 100

@@ -13,7 +13,7 @@ The standard definitions, computed so that numbers are comparable with published
   unbiased sample covariance (divides by N - 1), as `np.cov` in TTUR and pytorch-fid; NVIDIA's
   stylegan2-ada divides by N, a difference of O(1/N) in FID. The matrix square root term is
   computed in the symmetric form Tr sqrt(S1^1/2 S2 S1^1/2) with `scipy.linalg.eigh`, which avoids
-  `scipy.linalg.sqrtm` on a non-symmetric product (fragile across scipy versions, FACTS.md). FID is
+  `scipy.linalg.sqrtm` on a non-symmetric product (scipy 1.11.2-1.11.3 broke it). FID is
   biased upward for small N and the covariance is singular below 2048 samples: every result
   carries N, and N < 2048 warns (`SmallSampleWarning`).
 - KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, averaged
