@@ -30,7 +30,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from xraygan_jax import errors, report, runs, study
+from xraygan_jax import errors, report, study
 from xraygan_jax.data import sources
 from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.train import gan_loop, reporting
@@ -228,7 +228,3 @@ def _study_stage(config, workdir: pathlib.Path, state: _State) -> dict:
     job = study_config(config, epoch)
     study.run_study(job, workdir / "study", gan_workdir=workdir / "gan")
     return {"gan_epoch": epoch}
-
-
-def gan_run(workdir: pathlib.Path, name: str = "gan") -> runs.Run:
-    return runs.Run(workdir / name)

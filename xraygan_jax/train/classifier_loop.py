@@ -27,7 +27,9 @@ import numpy as np
 
 from xraygan_jax import compiler, errors
 from xraygan_jax.data import pipeline
+from xraygan_jax.metrics import weights
 from xraygan_jax.models import classifier as classifier_lib
+from xraygan_jax.models import resnet_weights
 from xraygan_jax.train import (
     augment,
     checkpointing,
@@ -135,14 +137,10 @@ def initial_variables(config: ml_collections.ConfigDict, key: jax.Array, image_s
     model = classifier_lib.make_classifier(config.model)
     variables = classifier_lib.init_variables(model, key, image_size=image_size)
     if config.model.kind == "inception_transfer":
-        from xraygan_jax.metrics import weights
-
         variables = classifier_lib.init_from_fid_inception(
             variables, weights.load_params(config.model.get("weights_path", "") or None)
         )
     elif config.model.get("pretrained_path", ""):
-        from xraygan_jax.models import resnet_weights
-
         variables = resnet_weights.load_torchvision_resnet(
             config.model.pretrained_path, variables, depth=int(config.model.kind[len("resnet") :])
         )
