@@ -20,6 +20,7 @@ batch with BatchNorm momentum 0).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -128,12 +129,21 @@ def recalibrate_batch_stats(
     z = jax.random.normal(z_key, (RECALIBRATION_BATCH, state.nz), jnp.float32)
     labels = jnp.arange(RECALIBRATION_BATCH, dtype=jnp.int32) % num_classes
     generator = state.generator.clone(bn_momentum=0.0)
-    _, updated = jax.jit(
-        lambda params, stats: generator.apply(
-            {"params": params, "batch_stats": stats}, z, labels, train=True, mutable=["batch_stats"]
-        )
-    )(state.params, state.batch_stats)
-    return state.replace(batch_stats=updated["batch_stats"])
+    updated = _batch_statistics(generator, state.params, state.batch_stats, z, labels)
+    return state.replace(batch_stats=updated)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _batch_statistics(generator, params, batch_stats, z, labels):
+    """The BatchNorm statistics a train-mode pass stores (compiled once per generator)."""
+    _, updated = generator.apply(
+        {"params": params, "batch_stats": batch_stats},
+        z,
+        labels,
+        train=True,
+        mutable=["batch_stats"],
+    )
+    return updated["batch_stats"]
 
 
 _JITTED: dict[str, Callable] = {}
