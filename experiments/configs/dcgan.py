@@ -60,6 +60,8 @@ def get_config() -> ml_collections.ConfigDict:
     # DiffAugment of every image D sees, e.g. "color,translation,cutout" ("" = off): keeps D
     # from memorising small sets.
     config.train.diffaugment = ""
+    # GAN loss: "bce" (the reports' non-saturating BCE), "hinge" or "least_squares".
+    config.train.loss = "bce"
     config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
     config.train.checkpoint_every_epochs = 20
     config.train.sample_every_epochs = 5

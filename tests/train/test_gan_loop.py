@@ -350,3 +350,14 @@ def test_generate_launcher_without_a_run_prints_one_line(tmp_path):
     result = run_launcher("experiments.generate", f"--workdir={tmp_path}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "is not a training run directory" in result.stderr
+
+
+def test_unknown_loss_or_augmentation_is_refused_before_training(tmp_path_factory):
+    config = _config(tmp_path_factory)
+    config.train.loss = "wgan"
+    with pytest.raises(errors.ConfigError, match=r"'wgan' does not exist; use one of: bce"):
+        gan_loop.validate(config)
+    config.train.loss = "hinge"
+    config.train.diffaugment = "color,flip"
+    with pytest.raises(errors.ConfigError, match=r"'flip' does not exist; valid: color"):
+        gan_loop.validate(config)

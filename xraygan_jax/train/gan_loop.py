@@ -34,6 +34,7 @@ from xraygan_jax.models import gan
 from xraygan_jax.train import (
     checkpointing,
     diffaugment,
+    losses,
     optimizers,
     reporting,
     sampling,
@@ -136,6 +137,7 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     gan_metrics.check_eval_config(config)
     try:
         diffaugment.parse_policy(config.train.get("diffaugment", ""))
+        losses.check_kind(config.train.get("loss", "bce"))
     except ValueError as error:
         raise errors.ConfigError(str(error)) from error
     train_source = sources.get_source(config.data, "train")
@@ -182,6 +184,7 @@ class _Compiled:
                 d_updates_per_step=config.train.d_updates_per_step,
                 g_updates_per_step=config.train.g_updates_per_step,
                 diffaugment_policy=config.train.get("diffaugment", ""),
+                gan_loss=config.train.get("loss", "bce"),
             ),
             in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
             out_shardings=(replicated, replicated),

@@ -156,7 +156,7 @@ def _augmented(images, key, policy, which):
     )
 
 
-def _discriminator_update(state, batch, fakes, key, axis_name, policy=()):
+def _discriminator_update(state, batch, fakes, key, axis_name, policy=(), gan_loss="bce"):
     _, discriminator = _modules(state, axis_name)
     images, labels = batch["image"], batch["label"]
     _, dropout_key = _step_keys(key, axis_name)
@@ -171,7 +171,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, policy=()):
         fake_logits, batch_stats = _apply_discriminator(
             discriminator, d_params, batch_stats, fakes, labels, fake_key
         )
-        loss = _mean_over(losses.discriminator_loss(real_logits, fake_logits), axis_name)
+        loss = _mean_over(losses.discriminator_loss(real_logits, fake_logits, gan_loss), axis_name)
         return loss, (batch_stats, real_logits, fake_logits)
 
     (loss, (batch_stats, real_logits, fake_logits)), grads = jax.value_and_grad(
@@ -192,7 +192,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, policy=()):
     return new_state, _mean_over(metrics, axis_name)
 
 
-def _generator_update(state, batch, generated, key, axis_name, policy=()):
+def _generator_update(state, batch, generated, key, axis_name, policy=(), gan_loss="bce"):
     _, discriminator = _modules(state, axis_name)
     labels = batch["label"]
     _, dropout_key = _step_keys(key, axis_name)
@@ -203,7 +203,7 @@ def _generator_update(state, batch, generated, key, axis_name, policy=()):
         fake_logits, d_batch_stats = _apply_discriminator(
             discriminator, state.d_params, state.d_batch_stats, seen, labels, dropout_key
         )
-        return _mean_over(losses.generator_loss(fake_logits), axis_name), d_batch_stats
+        return _mean_over(losses.generator_loss(fake_logits, gan_loss), axis_name), d_batch_stats
 
     (loss, d_batch_stats), fakes_grad = jax.value_and_grad(loss_fn, has_aux=True)(fakes)
     (grads,) = pullback(fakes_grad)
@@ -299,6 +299,7 @@ def gan_train_step(
     d_updates_per_step: int = 1,
     g_updates_per_step: int = 1,
     diffaugment_policy: str = "",
+    gan_loss: str = "bce",
     axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
     """One GAN iteration: D step(s), then G step(s); state.step += 1.
@@ -325,6 +326,7 @@ def gan_train_step(
         diffaugment_policy: DiffAugment policies applied to every image D sees, real and fake,
             in both updates, e.g. "color,translation,cutout" (xraygan_jax.train.diffaugment);
             "" = none.
+        gan_loss: "bce" (the reports'), "hinge" or "least_squares" (xraygan_jax.train.losses).
         axis_name: the mapped axis under shard_map/pmap, or None (see the module docstring).
 
     Returns:
@@ -334,6 +336,7 @@ def gan_train_step(
     # D step 0 and G step 0 share a key, so the same z and, since the D steps leave G's params
     # alone, the same forward pass of G (the tutorial's reuse of `fake`).
     policy = diffaugment.parse_policy(diffaugment_policy)
+    losses.check_kind(gan_loss)
     first_key = jax.random.fold_in(key, 0)
     first_generated = _generate_for_training(state, batch["label"], first_key, axis_name)
     d_metrics = []
@@ -343,7 +346,9 @@ def gan_train_step(
             fakes = first_generated[0]
         else:
             fakes, _, _ = _generate_for_training(state, batch["label"], step_key, axis_name)
-        state, metrics = _discriminator_update(state, batch, fakes, step_key, axis_name, policy)
+        state, metrics = _discriminator_update(
+            state, batch, fakes, step_key, axis_name, policy, gan_loss
+        )
         d_metrics.append(metrics)
     g_metrics = []
     for index in range(g_updates_per_step):
@@ -352,7 +357,9 @@ def gan_train_step(
             generated = first_generated
         else:
             generated = _generate_for_training(state, batch["label"], step_key, axis_name)
-        state, metrics = _generator_update(state, batch, generated, step_key, axis_name, policy)
+        state, metrics = _generator_update(
+            state, batch, generated, step_key, axis_name, policy, gan_loss
+        )
         g_metrics.append(metrics)
     metrics = jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *d_metrics)
     metrics.update(jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *g_metrics))
