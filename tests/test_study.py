@@ -30,16 +30,22 @@ def gan_run(tmp_path_factory, data_dir):
     return workdir
 
 
-@pytest.fixture(scope="module")
-def finished_study(tmp_path_factory, gan_run, data_dir):
-    workdir = tmp_path_factory.mktemp("study")
-    result = run_launcher(
+def _launch_study(workdir, gan_run, data_dir, *extra):
+    """The study launcher on the tiny config, as a user runs it."""
+    return run_launcher(
         "experiments.augmentation_study",
         "--config=experiments/configs/study_test.py",
         f"--gan_workdir={gan_run}",
         f"--workdir={workdir}",
         f"--config.data.data_dir={data_dir}",
+        *extra,
     )
+
+
+@pytest.fixture(scope="module")
+def finished_study(tmp_path_factory, gan_run, data_dir):
+    workdir = tmp_path_factory.mktemp("study")
+    result = _launch_study(workdir, gan_run, data_dir)
     assert result.returncode == 0, result.stderr
     return workdir, result
 
@@ -80,13 +86,7 @@ def test_the_launcher_writes_every_output(finished_study):
 def test_a_rerun_retrains_nothing(finished_study, gan_run, data_dir):
     workdir, _ = finished_study
     before = (workdir / "study.csv").read_text()
-    result = run_launcher(
-        "experiments.augmentation_study",
-        "--config=experiments/configs/study_test.py",
-        f"--gan_workdir={gan_run}",
-        f"--workdir={workdir}",
-        f"--config.data.data_dir={data_dir}",
-    )
+    result = _launch_study(workdir, gan_run, data_dir)
     assert result.returncode == 0, result.stderr
     # No classifier trained: their progress lines are named "[<arm> syn, ...]".
     assert not [line for line in result.stderr.splitlines() if " syn, " in line]
@@ -94,14 +94,7 @@ def test_a_rerun_retrains_nothing(finished_study, gan_run, data_dir):
 
 
 def test_a_gan_of_another_image_size_is_named_with_both_sizes(gan_run, data_dir, tmp_path):
-    result = run_launcher(
-        "experiments.augmentation_study",
-        "--config=experiments/configs/study_test.py",
-        f"--gan_workdir={gan_run}",
-        f"--workdir={tmp_path}",
-        f"--config.data.data_dir={data_dir}",
-        "--config.data.image_size=64",
-    )
+    result = _launch_study(tmp_path, gan_run, data_dir, "--config.data.image_size=64")
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert "makes 32x32 images of classes NORMAL, PNEUMONIA" in result.stderr
     assert "the classifier's data is 64x64" in result.stderr

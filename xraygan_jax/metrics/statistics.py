@@ -240,6 +240,20 @@ def paired_image_bootstrap_difference(
     return {"difference": point, "low": low, "high": high}
 
 
+def _seed_rows(probabilities: Any, num_images: int) -> np.ndarray:
+    """[num_seeds, N] float64 probabilities, every row validated."""
+    rows = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
+    for row in rows:
+        classification.check_probabilities(row, num_images)
+    return rows
+
+
+def _mean_over_seeds(metric_fn: MetricFn, labels: np.ndarray, rows: np.ndarray, indices) -> float:
+    """The metric of every seed's classifier on the same (resampled) images, averaged."""
+    indices = np.asarray(indices, dtype=np.int64)
+    return float(np.mean([metric_fn(labels[indices], row[indices]) for row in rows]))
+
+
 def seed_averaged_bootstrap_ci(
     labels: Any,
     probabilities: Any,
@@ -261,14 +275,11 @@ def seed_averaged_bootstrap_ci(
     """
     _check_bootstrap_options(num_resamples, confidence)
     labels = classification.check_labels(labels)
-    rows = np.atleast_2d(np.asarray(probabilities, dtype=np.float64))
-    for row in rows:
-        classification.check_probabilities(row, labels.shape[0])
+    rows = _seed_rows(probabilities, labels.shape[0])
     _check_enough_images(labels.shape[0])
 
     def mean_metric(indices):
-        indices = np.asarray(indices, dtype=np.int64)
-        return np.mean([metric_fn(labels[indices], row[indices]) for row in rows])
+        return _mean_over_seeds(metric_fn, labels, rows, indices)
 
     return _percentile_interval(
         (np.arange(labels.shape[0]),),
@@ -315,15 +326,12 @@ def seed_averaged_image_bootstrap_difference(
             f"probabilities must be [num_seeds, {labels.shape[0]}] for both arms, got "
             f"{arm.shape} and {base.shape}"
         )
-    for row in (*arm, *base):
-        classification.check_probabilities(row, labels.shape[0])
+    arm, base = _seed_rows(arm, labels.shape[0]), _seed_rows(base, labels.shape[0])
     _check_enough_images(labels.shape[0])
 
     def difference(indices):
-        indices = np.asarray(indices, dtype=np.int64)
-        chosen = labels[indices]
-        return np.mean([metric_fn(chosen, p[indices]) for p in arm]) - np.mean(
-            [metric_fn(chosen, p[indices]) for p in base]
+        return _mean_over_seeds(metric_fn, labels, arm, indices) - _mean_over_seeds(
+            metric_fn, labels, base, indices
         )
 
     with warnings.catch_warnings():
