@@ -35,9 +35,25 @@ Label conditioning (`conditioning`, config.model.conditioning):
      spatially averaged 4x4 feature map (DC; Miyato sums, the mean keeps the term at the logit's
      scale at initialisation) or the last hidden layer (FC); embedding init normal(0, 0.02).
 
+  D "acgan" (Odena et al. 2017): D does not see the label; a second head predicts it from the
+     same features, returning (logits [B], class_logits [B, num_classes]). The training step adds
+     the cross-entropy of that head to both losses (xraygan_jax.train.steps). It needs both
+     classes in one GAN (config.train.per_class=False).
+
+Discriminator options for small sets (config.model):
+  d_norm         "batch" (the tutorial's BatchNorm after every down-convolution but the first),
+                 "layer" (LayerNorm over each image's H, W, C) or "none".
+  spectral_norm  every weight of D (convolutions, dense layers, the projection embedding) divided
+                 by its largest singular value (Miyato et al. 2018, `flax.linen.SpectralNorm`),
+                 estimated by one power iteration per call in train mode. The power-iteration
+                 vectors live in D's "batch_stats" collection, so they are part of the training
+                 state and its checkpoints. It needs d_norm "layer" or "none": BatchNorm after a
+                 normalised layer multiplies its output by the batch's 1/std, which undoes the
+                 Lipschitz bound spectral normalisation is there for.
+
 Calls, for both kinds:
     images = generator.apply(variables, z, labels, train=False)         # [B, S, S, 1] in [-1, 1]
-    logits = discriminator.apply(variables, images, labels, train=False)  # [B]
+    logits = discriminator.apply(variables, images, labels, train=False)  # [B]; acgan: a pair
 With train=True, pass mutable=["batch_stats"] (and rngs={"dropout": key} to the FC
 discriminator). Every module takes `axis_name`: BatchNorm then averages its batch statistics
 over that mapped axis (inside shard_map or pmap), so they are those of the global batch.
@@ -55,7 +71,8 @@ from xraygan_jax.models import layers
 
 SUPPORTED_IMAGE_SIZES = (32, 64, 128)  # the dcgan architecture; fcgan takes any size
 KINDS = ("dcgan", "fcgan")
-CONDITIONINGS = ("plane", "projection")
+CONDITIONINGS = ("plane", "projection", "acgan")
+D_NORMS = ("batch", "layer", "none")
 
 # PyTorch BatchNorm2d's epsilon; Keras BatchNormalization's.
 _TORCH_BN_EPSILON = 1e-5
@@ -107,6 +124,41 @@ def _check_conditioning(conditioning: str) -> None:
         )
 
 
+def check_discriminator_options(d_norm: str, spectral_norm: bool) -> None:
+    """Raises ValueError for an unknown d_norm or spectral norm with BatchNorm (module docstring).
+
+    The messages name the config flags (config.model.d_norm, config.model.spectral_norm).
+    """
+    if d_norm not in D_NORMS:
+        raise ValueError(
+            f"--config.model.d_norm={d_norm!r} is unknown; use one of: {', '.join(D_NORMS)}"
+        )
+    if spectral_norm and d_norm == "batch":
+        raise ValueError(
+            "--config.model.spectral_norm=True cannot be combined with "
+            "--config.model.d_norm=batch: BatchNorm after a spectrally normalised layer rescales "
+            "its output by the batch's 1/std and undoes the Lipschitz bound; set "
+            "--config.model.d_norm=none (as SNGAN) or layer."
+        )
+
+
+class _DiscriminatorLayers:
+    """How D builds its weighted layers and normalisations (shared by both kinds).
+
+    Used inside a compact method: each call creates a submodule of the calling D.
+    """
+
+    def __init__(self, *, train: bool, spectral_norm: bool):
+        self.train = train
+        self.spectral_norm = spectral_norm
+
+    def __call__(self, layer: nn.Module, *args):
+        """layer(*args), through spectral normalisation when it is on."""
+        if self.spectral_norm:
+            return nn.SpectralNorm(layer)(*args, update_stats=self.train)
+        return layer(*args)
+
+
 def _label_plane(labels: jax.Array, num_classes: int, image_size: int) -> jax.Array:
     """A learned image_size^2 embedding of each label as one image channel (B, S, S, 1)."""
     plane = nn.Embed(
@@ -115,19 +167,39 @@ def _label_plane(labels: jax.Array, num_classes: int, image_size: int) -> jax.Ar
     return plane.reshape(labels.shape[0], image_size, image_size, 1)
 
 
-def _projection(labels: jax.Array, features: jax.Array, num_classes: int) -> jax.Array:
+def _projection(
+    labels: jax.Array, features: jax.Array, num_classes: int, weighted: _DiscriminatorLayers
+) -> jax.Array:
     """Miyato & Koyama's projection term <embed(label), features>, (B,).
 
     The embedding starts at normal(0, 0.02), the scale of the layer it sits beside (the logit
     layer); at normal(0, 1) the term swamped the logit at initialisation (D loss ~35 at step 0).
     """
-    embedding = nn.Embed(
+    embed = nn.Embed(
         num_classes,
         features.shape[-1],
         embedding_init=layers.dcgan_kernel_init,
         name="label_projection",
-    )(labels)
+    )
+    embedding = weighted(embed, labels)
     return jnp.sum(embedding * features, axis=-1)
+
+
+def _heads(
+    logits: jax.Array,
+    features: jax.Array,
+    labels: jax.Array,
+    num_classes: int,
+    conditioning: str,
+    weighted: _DiscriminatorLayers,
+):
+    """D's output from its logit and pooled features: logits, or (logits, class logits)."""
+    if conditioning == "projection":
+        return logits + _projection(labels, features, num_classes, weighted)
+    if conditioning == "acgan":
+        classifier = nn.Dense(num_classes, kernel_init=layers.dcgan_kernel_init, name="classifier")
+        return logits, weighted(classifier, features)
+    return logits
 
 
 class DCGenerator(nn.Module):
@@ -170,28 +242,33 @@ class DCDiscriminator(nn.Module):
     ndf: int = 64
     conditioning: str = "plane"
     bn_momentum: float = 0.9
+    d_norm: str = "batch"
+    spectral_norm: bool = False
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
         num_down = num_up_convs(self.image_size)
         _check_conditioning(self.conditioning)
+        check_discriminator_options(self.d_norm, self.spectral_norm)
+        weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)
         x = images
         if self.conditioning == "plane":
             plane = _label_plane(labels, self.num_classes, self.image_size)
             x = jnp.concatenate([x, plane.astype(x.dtype)], axis=-1)
         for index in range(num_down):
-            x = layers.DownConv2x(self.ndf * 2**index)(x)
-            if index > 0:
+            x = weighted(layers.DownConv2x(self.ndf * 2**index), x)
+            if index > 0 and self.d_norm == "batch":
                 x = _dcgan_batch_norm(train, self.bn_momentum, self.axis_name)(x)
+            elif index > 0 and self.d_norm == "layer":
+                x = nn.LayerNorm(epsilon=_TORCH_BN_EPSILON, reduction_axes=(1, 2, 3))(x)
             x = nn.leaky_relu(x, _LEAKY_SLOPE)
-        logits = nn.Conv(
+        last = nn.Conv(
             1, (4, 4), padding="VALID", use_bias=False, kernel_init=layers.dcgan_kernel_init
-        )(x)
-        logits = logits.reshape(x.shape[0])
-        if self.conditioning == "projection":
-            logits = logits + _projection(labels, jnp.mean(x, axis=(1, 2)), self.num_classes)
-        return logits
+        )
+        logits = weighted(last, x).reshape(x.shape[0])
+        features = jnp.mean(x, axis=(1, 2))
+        return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
 
 
 class FCGenerator(nn.Module):
@@ -237,23 +314,31 @@ class FCDiscriminator(nn.Module):
     dropout_rate: float = 0.3
     conditioning: str = "plane"
     negative_slope: float = 0.0  # 0: the report's ReLU; 0.2: LeakyReLU as Radford et al. advise
+    # The report's D has no normalisation: "batch" (the config's default, for dcgan) and "none"
+    # leave it so; "layer" adds LayerNorm after every hidden layer.
+    d_norm: str = "none"
+    spectral_norm: bool = False
     axis_name: str | None = None
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
         _check_conditioning(self.conditioning)
+        if self.d_norm not in D_NORMS:
+            check_discriminator_options(self.d_norm, False)
+        weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)
         x = images.reshape(images.shape[0], -1)
         if self.conditioning == "plane":
             plane = _label_plane(labels, self.num_classes, self.image_size)
             x = jnp.concatenate([x, plane.reshape(x.shape[0], -1).astype(x.dtype)], axis=-1)
         for width in self.features:
-            x = nn.Dense(width, kernel_init=nn.initializers.glorot_uniform())(x)
+            x = weighted(nn.Dense(width, kernel_init=nn.initializers.glorot_uniform()), x)
+            if self.d_norm == "layer":
+                x = nn.LayerNorm()(x)
             x = nn.leaky_relu(x, self.negative_slope)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        logits = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform())(x).reshape(x.shape[0])
-        if self.conditioning == "projection":
-            logits = logits + _projection(labels, x, self.num_classes)
-        return logits
+        last = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform())
+        logits = weighted(last, x).reshape(x.shape[0])
+        return _heads(logits, x, labels, self.num_classes, self.conditioning, weighted)
 
 
 def make_gan(
@@ -264,7 +349,9 @@ def make_gan(
     Args:
         model_config: the `model` section of a job config (experiments/configs/dcgan.py): kind,
             ngf, ndf, conditioning, embed_dim, g_features, d_features, dropout_rate, bn_momentum
-            (Flax convention: PyTorch's momentum 0.1 is 0.9 here, Keras' 0.8 stays 0.8).
+            (Flax convention: PyTorch's momentum 0.1 is 0.9 here, Keras' 0.8 stays 0.8), d_norm
+            and spectral_norm (module docstring; fcgan's D has no BatchNorm, so "batch" means
+            none there).
         image_size: side of the square images; 32, 64 or 128 for dcgan, any for fcgan.
         num_classes: number of labels the GAN is conditioned on.
 
@@ -272,12 +359,16 @@ def make_gan(
         (generator, discriminator), unbound Linen modules.
 
     Raises:
-        ValueError: an unknown kind or conditioning, or an image size dcgan does not support.
+        ValueError: an unknown kind, conditioning or d_norm, an image size dcgan does not
+            support, or spectral norm with dcgan's BatchNorm.
     """
     kind = model_config.kind
     _check_conditioning(model_config.conditioning)
     if kind == "dcgan":
         num_up_convs(image_size)  # the size error belongs at construction, not at first call
+        check_discriminator_options(
+            model_config.get("d_norm", "batch"), bool(model_config.get("spectral_norm", False))
+        )
         generator = DCGenerator(
             image_size=image_size,
             num_classes=num_classes,
@@ -291,6 +382,8 @@ def make_gan(
             ndf=model_config.ndf,
             conditioning=model_config.conditioning,
             bn_momentum=model_config.bn_momentum,
+            d_norm=model_config.get("d_norm", "batch"),
+            spectral_norm=bool(model_config.get("spectral_norm", False)),
         )
     elif kind == "fcgan":
         generator = FCGenerator(
@@ -306,6 +399,8 @@ def make_gan(
             features=tuple(model_config.d_features),
             dropout_rate=model_config.dropout_rate,
             conditioning=model_config.conditioning,
+            d_norm=model_config.get("d_norm", "batch"),
+            spectral_norm=bool(model_config.get("spectral_norm", False)),
         )
     else:
         raise ValueError(f"model kind {kind!r} is unknown; use one of: {', '.join(KINDS)}")
