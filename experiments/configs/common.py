@@ -27,6 +27,9 @@ def data_config() -> ml_collections.ConfigDict:
     data.test_fraction = 0.2
     data.val_fraction = 0.0
     data.split_seed = 0
+    # > 0: train on a seeded subset of this many images per class (split_seed), e.g. 100 for the
+    # COVID report's set size (docs/small_data.md); 0 = the whole train split.
+    data.train_images_per_class = 0
     # The embedded phantom set (docs/design_notes.md): sizes per split and difficulty in [0, 1].
     data.phantom = ml_collections.ConfigDict()
     data.phantom.num_train = 1000

@@ -26,9 +26,14 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.nz = 100
     config.model.ngf = 64
     config.model.ndf = 64
-    # How D sees the label: "plane" (a learned embedding reshaped to an extra image channel) or
-    # "projection" (Miyato & Koyama 2018). G always concatenates a learned embedding with z.
+    # How D sees the label: "plane" (a learned embedding reshaped to an extra image channel),
+    # "projection" (Miyato & Koyama 2018) or "acgan" (D predicts the label with a second head;
+    # needs train.per_class=False). G always concatenates a learned embedding with z.
     config.model.conditioning = "plane"
+    # D's normalisation: "batch" (the tutorial's), "layer" or "none"; fcgan's D has none anyway.
+    config.model.d_norm = "batch"
+    # Spectral normalisation of every weight of D (needs d_norm layer or none).
+    config.model.spectral_norm = False
     config.model.embed_dim = 50
     # Fully-connected variant (fcgan.py): hidden widths, Keras BatchNorm momentum, D dropout.
     config.model.g_features = (256, 512, 1024, 2048)
@@ -49,6 +54,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.seed = 0
     config.train.batch_size = 64  # global, split over every device
     config.train.num_epochs = 201
+    # > 0: the budget in thousands of images shown (StyleGAN's kimg) instead of num_epochs,
+    # rounded up to whole epochs, so that sets of different sizes get the same budget.
+    config.train.num_images = 0.0
     # True: one GAN per class (the first report); False: one conditional GAN on both classes.
     config.train.per_class = True
     # Optimiser updates of D and of G in each training step (iteration).
@@ -60,8 +68,23 @@ def get_config() -> ml_collections.ConfigDict:
     # DiffAugment of every image D sees, e.g. "color,translation,cutout" ("" = off): keeps D
     # from memorising small sets.
     config.train.diffaugment = ""
-    # GAN loss: "bce" (the reports' non-saturating BCE), "hinge" or "least_squares".
+    # GAN loss: "bce" (the reports' non-saturating BCE), "hinge", "least_squares" or "wgan_gp"
+    # (with gp_weight times the gradient penalty; needs model.d_norm layer or none).
     config.train.loss = "bce"
+    config.train.gp_weight = 10.0
+    # R1 penalty on real images, gamma (0 = off), computed every r1_every steps (lazy).
+    config.train.r1_weight = 0.0
+    config.train.r1_every = 16
+    # ADA: the ada_augment policies, each applied with a probability p that rises while
+    # E[sign(D(x_real))] > ada_target and falls below it, adjusted every ada_interval steps by
+    # up to batch * ada_interval / (ada_kimg * 1000). p is saved in checkpoints.
+    config.train.ada = False
+    config.train.ada_augment = "color,translation,cutout"
+    config.train.ada_target = 0.6
+    config.train.ada_interval = 4
+    config.train.ada_kimg = 500.0
+    # ACGAN discriminators (model.conditioning = "acgan"): weight of the class cross-entropy.
+    config.train.acgan_weight = 1.0
     config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
     config.train.checkpoint_every_epochs = 20
     config.train.sample_every_epochs = 5

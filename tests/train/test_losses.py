@@ -36,3 +36,10 @@ def test_bce_is_the_default_and_equals_minus_log_sigmoid():
 def test_an_unknown_loss_lists_the_valid_ones():
     with pytest.raises(ValueError, match=r"'wgan' does not exist; use one of: bce, hinge"):
         losses.generator_loss(FAKE, "wgan")
+
+
+def test_wgan_losses_equal_their_formulas():
+    np.testing.assert_allclose(
+        losses.discriminator_loss(REAL, FAKE, "wgan_gp"), jnp.mean(FAKE) - jnp.mean(REAL)
+    )
+    np.testing.assert_allclose(losses.generator_loss(FAKE, "wgan_gp"), -jnp.mean(FAKE))

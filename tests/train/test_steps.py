@@ -50,8 +50,9 @@ def _train_step(d_updates_per_step: int = 1, g_updates_per_step: int = 1):
     return jax.jit(
         functools.partial(
             steps.gan_train_step,
-            d_updates_per_step=d_updates_per_step,
-            g_updates_per_step=g_updates_per_step,
+            options=steps.StepOptions(
+                d_updates_per_step=d_updates_per_step, g_updates_per_step=g_updates_per_step
+            ),
         )
     )
 

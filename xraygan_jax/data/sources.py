@@ -26,7 +26,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 from absl import logging
 
-from xraygan_jax.data import folders, phantom
+from xraygan_jax.data import folders, mixing, phantom
 from xraygan_jax.data.tfds import base, class_folders, cxr_phantom, kermany
 
 SOURCES = ("cxr_phantom", "kermany", "folder")
@@ -307,10 +307,13 @@ def get_source(data_config, split: str):
 
     Returns:
       ``builder.as_data_source(split=split)``: ``len(source)`` and ``source[i]`` ->
-      ``{"image": uint8 [S, S, 1], "label": int}``; picklable, usable by grain.
+      ``{"image": uint8 [S, S, 1], "label": int}``; picklable, usable by grain. With
+      ``train_images_per_class`` > 0 the train split is a seeded subset of that many images of
+      every class (``split_seed``), held in memory: the small-data setting (docs/small_data.md).
 
     Raises:
-      ValueError: unknown source, or a split the set does not have (the message lists its splits).
+      ValueError: unknown source, a split the set does not have (the message lists its splits),
+        or a class with fewer images than ``train_images_per_class``.
     """
     # Cheap when the set exists (a folder set is re-scanned to catch changed files).
     prepare(data_config)
@@ -326,7 +329,18 @@ def get_source(data_config, split: str):
             f"{', '.join(available)}.{hint}"
         )
     with base.quiet_tfds():
-        return dataset.as_data_source(split=split)
+        source = dataset.as_data_source(split=split)
+    per_class = int(data_config.get("train_images_per_class", 0))
+    if split == "train" and per_class > 0:
+        try:
+            return mixing.subsample_per_class(
+                source, seed=data_config.split_seed, num_per_class=per_class
+            )
+        except ValueError as error:
+            raise ValueError(
+                f"--config.data.train_images_per_class={per_class}: {error}"
+            ) from error
+    return source
 
 
 def sample_per_class(

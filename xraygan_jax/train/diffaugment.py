@@ -25,18 +25,22 @@ TRANSLATION_RATIO = 0.125
 CUTOUT_RATIO = 0.5
 
 
-def parse_policy(policy: str) -> tuple[str, ...]:
+def parse_policy(policy: str, flag: str = "--config.train.diffaugment") -> tuple[str, ...]:
     """'color,translation' -> ('color', 'translation'); '' -> ().
 
+    Args:
+      policy: comma-separated policy names.
+      flag: the config flag the policy came from, for the error message.
+
     Raises:
-      ValueError: an unknown name (lists the valid ones).
+      ValueError: an unknown name (lists the valid ones and names `flag`).
     """
     names = tuple(name.strip() for name in policy.split(",") if name.strip())
     unknown = [name for name in names if name not in POLICIES]
     if unknown:
         raise ValueError(
-            f"DiffAugment policy {', '.join(map(repr, unknown))} does not exist; valid: "
-            f"{', '.join(POLICIES)} (comma-separated, --config.train.diffaugment)"
+            f"augmentation {', '.join(map(repr, unknown))} does not exist; valid: "
+            f"{', '.join(POLICIES)} (comma-separated, {flag})"
         )
     return names
 
@@ -95,9 +99,29 @@ def cutout(key: jax.Array, images: jax.Array, ratio: float = CUTOUT_RATIO) -> ja
 _FUNCTIONS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def augment(key: jax.Array, images: jax.Array, policy: str | tuple[str, ...]) -> jax.Array:
-    """Applies the policies in order, each with its own key; the identity for an empty policy."""
+def augment(
+    key: jax.Array,
+    images: jax.Array,
+    policy: str | tuple[str, ...],
+    probability: jax.Array | float | None = None,
+) -> jax.Array:
+    """Applies the policies in order, each with its own key; the identity for an empty policy.
+
+    Args:
+      key: PRNG key.
+      images: (B, H, W, C).
+      policy: names from POLICIES, as a tuple or comma-separated.
+      probability: None applies every policy to every image (DiffAugment). A scalar p in [0, 1]
+        (ADA, possibly traced) applies each policy to each image independently with probability
+        p, so p = 0 is the identity and p = 1 is DiffAugment.
+    """
     names = parse_policy(policy) if isinstance(policy, str) else policy
     for index, name in enumerate(names):
-        images = _FUNCTIONS[name](jax.random.fold_in(key, index), images)
+        op_key = jax.random.fold_in(key, index)
+        augmented = _FUNCTIONS[name](op_key, images)
+        if probability is None:
+            images = augmented
+        else:
+            chosen = jax.random.uniform(jax.random.fold_in(op_key, len(POLICIES)), (len(images),))
+            images = jnp.where((chosen < probability)[:, None, None, None], augmented, images)
     return images

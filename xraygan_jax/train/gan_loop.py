@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import os
 import pathlib
 import time
@@ -33,8 +34,6 @@ from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.models import gan
 from xraygan_jax.train import (
     checkpointing,
-    diffaugment,
-    losses,
     optimizers,
     reporting,
     sampling,
@@ -53,6 +52,7 @@ class GANResult:
     name: str
     epochs: int
     steps: int
+    kimg: float  # thousands of images shown, over all processes
     seconds: float
     images_per_second: float | None
     checkpoint_dir: str
@@ -79,6 +79,7 @@ def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.
         image_size=config.data.image_size,
         nz=config.model.nz,
         ema_decay=config.train.ema_decay,
+        ada=bool(config.train.get("ada", False)),
     )
 
 
@@ -115,6 +116,7 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
         cannot work (the message names the `--config.` flag).
       errors.DataError: a class with fewer images than one batch (names the count and the flags).
     """
+    check_model_options(config)
     try:
         class_names = sources.class_names(config.data)
         runs.build_models(config)
@@ -135,12 +137,11 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     except ValueError as error:
         raise errors.ConfigError(f"--config.train.batch_size: {error}") from error
     gan_metrics.check_eval_config(config)
+    check_step_options(config)
     try:
-        diffaugment.parse_policy(config.train.get("diffaugment", ""))
-        losses.check_kind(config.train.get("loss", "bce"))
+        train_source = sources.get_source(config.data, "train")
     except ValueError as error:
-        raise errors.ConfigError(str(error)) from error
-    train_source = sources.get_source(config.data, "train")
+        raise errors.DataError(str(error)) from error
     examples = {}
     batch = config.train.batch_size
     for name, label in runs.gan_names(config):
@@ -163,6 +164,72 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     return _Plan(class_names, mesh, train_source, examples)
 
 
+def check_model_options(config: ml_collections.ConfigDict) -> None:
+    """Model options that cannot work together (docs/small_data.md), before the models are built.
+
+    Raises:
+      errors.ConfigError: naming the flags, e.g. spectral norm with BatchNorm in D, WGAN-GP with
+        BatchNorm in D, or an ACGAN discriminator in a per-class GAN.
+    """
+    model, train = config.model, config.train
+    if model.kind == "dcgan":
+        try:
+            gan.check_discriminator_options(
+                model.get("d_norm", "batch"), bool(model.get("spectral_norm", False))
+            )
+        except ValueError as error:
+            raise errors.ConfigError(str(error)) from error
+    uses_batch_norm = model.kind == "dcgan" and model.get("d_norm", "batch") == "batch"
+    if train.get("loss", "bce") == "wgan_gp" and uses_batch_norm:
+        raise errors.ConfigError(
+            "--config.train.loss=wgan_gp cannot be combined with --config.model.d_norm=batch: "
+            "the gradient penalty is defined per image, and BatchNorm makes each image's logit "
+            "depend on the whole batch (Gulrajani et al. leave it out); set "
+            "--config.model.d_norm=layer or none."
+        )
+    if model.conditioning == "acgan" and train.per_class:
+        raise errors.ConfigError(
+            "--config.model.conditioning=acgan needs both classes in one GAN: its auxiliary "
+            "classifier has nothing to tell apart in a per-class GAN; set "
+            "--config.train.per_class=false."
+        )
+
+
+def check_step_options(config: ml_collections.ConfigDict) -> None:
+    """The training step's options (steps.StepOptions) and the image budget.
+
+    Raises:
+      errors.ConfigError: an unknown loss or augmentation (lists the valid ones), a negative
+        penalty weight, an ADA target outside (0, 1), a negative train.num_images.
+    """
+    try:
+        steps.StepOptions.from_config(config.train).check()
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from error
+    if float(config.train.get("num_images", 0)) < 0:
+        raise errors.ConfigError(
+            f"--config.train.num_images={config.train.num_images} must be >= 0 (thousands of "
+            "images shown; 0 = use --config.train.num_epochs)."
+        )
+
+
+def num_epochs_for(config: ml_collections.ConfigDict, images_per_epoch: int) -> int:
+    """Epochs a GAN trains for: config.train.num_epochs, or the image budget in whole epochs.
+
+    With config.train.num_images = N > 0 (thousands of images shown, StyleGAN's kimg), the run
+    trains ceil(1000 N / images_per_epoch) epochs, so GANs on sets of different sizes see the same
+    number of images (rounded up to whole epochs: checkpoints, grids and FID stay per epoch).
+
+    Args:
+      config: the job config.
+      images_per_epoch: images one epoch of this GAN shows, over all processes.
+    """
+    budget = float(config.train.get("num_images", 0))
+    if budget > 0:
+        return max(1, math.ceil(budget * 1000 / images_per_epoch))
+    return int(config.train.num_epochs)
+
+
 def _drop_remainder(config: ml_collections.ConfigDict) -> bool:
     """Whether each epoch's last partial batch is dropped.
 
@@ -180,11 +247,7 @@ class _Compiled:
         replicated = sharding.replicated(mesh)
         self.train_step = compiler.jit(
             functools.partial(
-                steps.gan_train_step,
-                d_updates_per_step=config.train.d_updates_per_step,
-                g_updates_per_step=config.train.g_updates_per_step,
-                diffaugment_policy=config.train.get("diffaugment", ""),
-                gan_loss=config.train.get("loss", "bce"),
+                steps.gan_train_step, options=steps.StepOptions.from_config(config.train)
             ),
             in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
             out_shardings=(replicated, replicated),
@@ -271,6 +334,7 @@ def _train_one_gan(
     local_devices = jax.local_device_count()
     trimmed_remainder = remainder - remainder % local_devices
     steps_per_epoch = num_examples // per_process_batch + (1 if trimmed_remainder else 0)
+    images_per_epoch = (num_examples - remainder + trimmed_remainder) * process_count
 
     checkpoints = run.checkpointer(name)
     start_epoch = checkpoints.latest_epoch() or 0
@@ -286,7 +350,7 @@ def _train_one_gan(
     latents = steps.sample_latents(grid_key, config.train.num_grid_images, config.model.nz)
     grid_labels = [label] if label is not None else list(range(num_classes))
 
-    num_epochs = config.train.num_epochs
+    num_epochs = num_epochs_for(config, images_per_epoch)
     step = first_step = int(jax.device_get(state.step))
     progress = reporting.Progress(
         total_steps=(num_epochs - start_epoch) * steps_per_epoch,
@@ -298,18 +362,31 @@ def _train_one_gan(
     last: dict[str, float] = {}
     rate = None
 
-    def record(step_done: int, epoch: int, metrics) -> None:
-        """Reads one step's metrics: NaN check, progress line, metrics.jsonl."""
+    def record(step_done: int, epoch: int, seen: int, metrics) -> None:
+        """Reads one step's metrics: NaN check, progress line, metrics.jsonl.
+
+        `seen` counts the images this epoch has shown up to the step, over all processes.
+        """
         nonlocal last, rate
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
         _check_finite(last, name, step_done, epoch, checkpoints)
+        ada = f" ada p {last['ada/p']:.3f}" if "ada/p" in last else ""
         rate = progress.update(
             step_done - first_step,
-            f"epoch {epoch}/{num_epochs} loss/d {last['loss/d']:.3f} loss/g {last['loss/g']:.3f}",
+            f"epoch {epoch}/{num_epochs} loss/d {last['loss/d']:.3f} "
+            f"loss/g {last['loss/g']:.3f}{ada}",
         )
         if jax.process_index() == 0:
+            kimg = ((epoch - 1) * images_per_epoch + seen) / 1000
             writer.write(
-                {"gan": name, "epoch": epoch, "step": step_done, **last, "images_per_s": rate}
+                {
+                    "gan": name,
+                    "epoch": epoch,
+                    "step": step_done,
+                    "kimg": kimg,
+                    **last,
+                    "images_per_s": rate,
+                }
             )
 
     started = time.perf_counter()
@@ -318,6 +395,7 @@ def _train_one_gan(
         # for the device between steps; every step of the epoch is read (and NaN-checked)
         # before anything is sampled or saved.
         pending = None
+        seen = 0
         for _ in range(batches_per_epoch):
             local = next(iterator)
             size = len(local["label"])
@@ -329,9 +407,10 @@ def _train_one_gan(
             batch = sharding.shard_batch(local, mesh)
             state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step))
             step += 1
+            seen += len(local["label"]) * process_count
             if pending is not None:
                 record(*pending)
-            pending = (step, epoch, metrics)
+            pending = (step, epoch, seen, metrics)
         record(*pending)
         writer.flush()
         if epoch % config.train.sample_every_epochs == 0 or epoch == num_epochs:
@@ -364,6 +443,7 @@ def _train_one_gan(
         name=name,
         epochs=num_epochs,
         steps=step,
+        kimg=num_epochs * images_per_epoch / 1000,
         seconds=seconds,
         images_per_second=rate,
         checkpoint_dir=str(checkpoints.directory),
@@ -450,13 +530,13 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
         f"- optimiser: {config.optim.name}, lr G {config.optim.g_lr} / D {config.optim.d_lr}; "
         f"batch {config.train.batch_size} over {jax.device_count()} device(s)",
         "",
-        "| GAN | epochs | steps | time | images/s | loss/d | loss/g | D(real) | D(fake) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| GAN | epochs | steps | kimg | time | images/s | loss/d | loss/g | D(real) | D(fake) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results.values():
         m = result.final_metrics
         lines.append(
-            f"| {result.name} | {result.epochs} | {result.steps} | "
+            f"| {result.name} | {result.epochs} | {result.steps} | {result.kimg:g} | "
             f"{reporting.format_duration(result.seconds)} | "
             f"{result.images_per_second or float('nan'):.1f} | "
             f"{m.get('loss/d', float('nan')):.3f} | "

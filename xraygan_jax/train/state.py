@@ -25,6 +25,10 @@ class GANState:
         d_params, d_batch_stats: the discriminator's (d_batch_stats is {} without BatchNorm).
         g_opt_state, d_opt_state: optax states of g_tx and d_tx.
         ema_g_params: exponential moving average of g_params; None when ema_decay == 0.
+        ada_p: ADA's augmentation probability p, a float32 scalar; None without ADA. It is part of
+            the state, so checkpoints keep it and a resumed run goes on from the saved p.
+        ada_signs: the sum of mean(sign(D(x_real))) over the steps since p was last adjusted
+            (float32 scalar; None without ADA).
         generator, discriminator: the Linen modules (static).
         g_tx, d_tx: the optax optimisers (static).
         ema_decay: EMA decay per generator update, 0 = off (static).
@@ -39,6 +43,8 @@ class GANState:
     g_opt_state: optax.OptState
     d_opt_state: optax.OptState
     ema_g_params: Any
+    ada_p: jax.Array | None
+    ada_signs: jax.Array | None
     generator: nn.Module = flax.struct.field(pytree_node=False)
     discriminator: nn.Module = flax.struct.field(pytree_node=False)
     g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
@@ -57,6 +63,7 @@ def create_gan_state(
     image_size: int,
     nz: int,
     ema_decay: float = 0.0,
+    ada: bool = False,
 ) -> GANState:
     """Initialises both networks and their optimisers. Pure: jit it, or `jax.eval_shape` it.
 
@@ -77,6 +84,7 @@ def create_gan_state(
         image_size: side of the square images.
         nz: latent size.
         ema_decay: > 0 keeps an EMA of the generator's params, starting at the initial params.
+        ada: keep ADA's augmentation probability (starting at 0) in the state.
 
     Returns:
         A GANState at step 0.
@@ -98,6 +106,8 @@ def create_gan_state(
         g_opt_state=g_tx.init(g_params),
         d_opt_state=d_tx.init(d_params),
         ema_g_params=jax.tree.map(jnp.copy, g_params) if ema_decay > 0 else None,
+        ada_p=jnp.zeros((), jnp.float32) if ada else None,
+        ada_signs=jnp.zeros((), jnp.float32) if ada else None,
         generator=generator,
         discriminator=discriminator,
         g_tx=g_tx,

@@ -1,7 +1,7 @@
 """Pure GAN train steps: `(state, batch, key) -> (state, metrics)`, importable by other code.
 
-STATUS: ready. The API below is stable (discriminator_step, generator_step, gan_train_step,
-generate, sample_latents); the training loop builds on it.
+STATUS: ready. The API below is stable (StepOptions, discriminator_step, generator_step,
+gan_train_step, generate, sample_latents); the training loop builds on it.
 
 A batch is {"image": float32 [B, S, S, 1] in [-1, 1], "label": int32 [B]}. Every step is a pure
 function of its arguments; static hyper-parameters are keyword-only. Randomness comes from `key`
@@ -21,6 +21,14 @@ One `gan_train_step` is the PyTorch DCGAN tutorial's iteration:
   d_updates_per_step = k repeats step 1 k times on the same real batch with fresh z;
   g_updates_per_step = k repeats step 2 (the second report's "double training" for k = 2).
 
+Options for small sets (`StepOptions`, read from config.train; docs/small_data.md compares them):
+  - the loss: BCE (default), hinge, least squares or WGAN-GP (xraygan_jax.train.losses);
+  - R1 on real images, lazily every r1_every steps;
+  - DiffAugment of every image D sees (real and fake, D and G updates);
+  - ADA: the same augmentations, each applied with probability p, p kept in the state and moved
+    every ada_interval steps towards E[sign(D(x_real))] = ada_target;
+  - ACGAN discriminators' class head: its cross-entropy joins both losses.
+
 Data parallelism:
   - Global view (what our loops do): jit the step with the state replicated and the batch split
     over a ("data",) mesh (xraygan_jax.train.sharding), no axis_name. Every reduction, BatchNorm
@@ -33,6 +41,7 @@ Data parallelism:
     The FC discriminator's dropout masks then differ per device (keyed by device index).
 """
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -103,9 +112,79 @@ def _mean_over(tree: Any, axis_name: str | None) -> Any:
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
-def _apply_discriminator(discriminator, params, batch_stats, images, labels, dropout_key):
-    """D in train mode: (logits, updated batch_stats)."""
-    logits, updated = discriminator.apply(
+@dataclasses.dataclass(frozen=True)
+class StepOptions:
+    """What one training step does beyond the reports' recipe; static (hashable) for jit.
+
+    The defaults are the reports' step: one D and one G update, BCE, no augmentation, no
+    penalties. `from_config(config.train)` reads them from a job config.
+
+    Attributes:
+        d_updates_per_step: D updates per iteration (same real batch, fresh z each).
+        g_updates_per_step: G updates per iteration (2 = the second report's double training).
+        loss: "bce", "hinge", "least_squares" or "wgan_gp" (xraygan_jax.train.losses).
+        gp_weight: WGAN-GP's penalty weight (used with loss "wgan_gp"; the paper's 10).
+        r1_weight: R1's gamma on real images; 0 = off.
+        r1_every: R1 is computed every r1_every-th step, weighted by r1_every (lazy).
+        diffaugment: DiffAugment policies applied to every image D sees, real and fake, in both
+            updates, e.g. "color,translation,cutout" (xraygan_jax.train.diffaugment); "" = none.
+        ada_augment: the policies ADA applies, each to each image with probability state.ada_p.
+            ADA is on when the state keeps ada_p (create_gan_state(ada=True)).
+        ada_target: the target of r_t = E[sign(D(x_real))]; p rises while r_t is above it.
+        ada_interval: steps between adjustments of p.
+        ada_kimg: thousands of images shown over which p can move from 0 to 1.
+        acgan_weight: weight of the auxiliary classifier's cross-entropy (ACGAN discriminators,
+            config.model.conditioning = "acgan").
+    """
+
+    d_updates_per_step: int = 1
+    g_updates_per_step: int = 1
+    loss: str = "bce"
+    gp_weight: float = 10.0
+    r1_weight: float = 0.0
+    r1_every: int = 16
+    diffaugment: str = ""
+    ada_augment: str = "color,translation,cutout"
+    ada_target: float = 0.6
+    ada_interval: int = 4
+    ada_kimg: float = 500.0
+    acgan_weight: float = 1.0
+
+    def check(self) -> None:
+        """Raises ValueError naming the `--config.train.` flag of a value that cannot work."""
+        losses.check_kind(self.loss)
+        diffaugment.parse_policy(self.diffaugment, "--config.train.diffaugment")
+        diffaugment.parse_policy(self.ada_augment, "--config.train.ada_augment")
+        for name in ("d_updates_per_step", "g_updates_per_step", "r1_every", "ada_interval"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--config.train.{name}={getattr(self, name)} must be at least 1.")
+        for name in ("r1_weight", "gp_weight", "acgan_weight"):
+            if not float(getattr(self, name)) >= 0:
+                raise ValueError(
+                    f"--config.train.{name}={getattr(self, name)} must be >= 0 (0 turns it off)."
+                )
+        if not 0.0 < float(self.ada_target) < 1.0:
+            raise ValueError(
+                f"--config.train.ada_target={self.ada_target} must lie in (0, 1): it is the "
+                "fraction-like target of E[sign(D(x_real))] (StyleGAN2-ADA's 0.6)."
+            )
+        if not float(self.ada_kimg) > 0:
+            raise ValueError(f"--config.train.ada_kimg={self.ada_kimg} must be > 0.")
+
+    @classmethod
+    def from_config(cls, train_config) -> "StepOptions":
+        """The options a `config.train` section sets; fields it lacks keep their defaults."""
+        values = {
+            field.name: train_config[field.name]
+            for field in dataclasses.fields(cls)
+            if field.name in train_config
+        }
+        return cls(**values)
+
+
+def _d_outputs(discriminator, params, batch_stats, images, labels, dropout_key):
+    """D in train mode: (logits, class logits or None, updated batch_stats)."""
+    outputs, updated = discriminator.apply(
         {"params": params, "batch_stats": batch_stats},
         images,
         labels,
@@ -113,7 +192,23 @@ def _apply_discriminator(discriminator, params, batch_stats, images, labels, dro
         mutable=["batch_stats"],
         rngs={"dropout": dropout_key},
     )
-    return logits, updated.get("batch_stats", {})
+    logits, class_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
+    return logits, class_logits, updated.get("batch_stats", {})
+
+
+def _apply_discriminator(discriminator, params, batch_stats, images, labels, dropout_key):
+    """D in train mode: (logits, updated batch_stats)."""
+    logits, _, batch_stats = _d_outputs(
+        discriminator, params, batch_stats, images, labels, dropout_key
+    )
+    return logits, batch_stats
+
+
+def _class_loss(class_logits, labels) -> jax.Array:
+    """ACGAN's auxiliary cross-entropy; 0 when D has no classifier head."""
+    if class_logits is None:
+        return jnp.zeros((), jnp.float32)
+    return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(class_logits, labels))
 
 
 def _generate_for_training(
@@ -144,37 +239,72 @@ def _generate_for_training(
     return fakes, pullback, g_batch_stats
 
 
+# fold_in streams of a step's dropout key.
 _AUGMENT_STREAM = 7
+_ADA_STREAM = 8
+_PENALTY_STREAM = 9
 
 
-def _augmented(images, key, policy, which):
-    """DiffAugment of the images D sees (`policy` empty: unchanged)."""
-    if not policy:
-        return images
-    return diffaugment.augment(
-        jax.random.fold_in(jax.random.fold_in(key, _AUGMENT_STREAM), which), images, policy
-    )
+def _seen(state, images, key, options: StepOptions, which: int):
+    """The images as D sees them: DiffAugment, then ADA's augmentations with probability p.
+
+    `which` (0 real, 1 fake in the D step, 2 fake in the G step) gives each its own draws.
+    """
+    policy = diffaugment.parse_policy(options.diffaugment)
+    if policy:
+        stream = jax.random.fold_in(key, _AUGMENT_STREAM)
+        images = diffaugment.augment(jax.random.fold_in(stream, which), images, policy)
+    if state.ada_p is not None:
+        stream = jax.random.fold_in(key, _ADA_STREAM)
+        images = diffaugment.augment(
+            jax.random.fold_in(stream, which), images, options.ada_augment, state.ada_p
+        )
+    return images
 
 
-def _discriminator_update(state, batch, fakes, key, axis_name, policy=(), gan_loss="bce"):
+def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOptions):
     _, discriminator = _modules(state, axis_name)
-    images, labels = batch["image"], batch["label"]
+    labels = batch["label"]
     _, dropout_key = _step_keys(key, axis_name)
-    fakes = _augmented(jax.lax.stop_gradient(fakes), dropout_key, policy, 1)
-    images = _augmented(images, dropout_key, policy, 0)
+    fakes = _seen(state, jax.lax.stop_gradient(fakes), dropout_key, options, 1)
+    images = _seen(state, batch["image"], dropout_key, options, 0)
     real_key, fake_key = jax.random.split(dropout_key)
+    penalty_key = jax.random.fold_in(dropout_key, _PENALTY_STREAM)
 
     def loss_fn(d_params):
-        real_logits, batch_stats = _apply_discriminator(
+        real_logits, real_classes, batch_stats = _d_outputs(
             discriminator, d_params, state.d_batch_stats, images, labels, real_key
         )
-        fake_logits, batch_stats = _apply_discriminator(
+        fake_logits, fake_classes, batch_stats = _d_outputs(
             discriminator, d_params, batch_stats, fakes, labels, fake_key
         )
-        loss = _mean_over(losses.discriminator_loss(real_logits, fake_logits, gan_loss), axis_name)
-        return loss, (batch_stats, real_logits, fake_logits)
+        loss = losses.discriminator_loss(real_logits, fake_logits, options.loss)
+        loss += options.acgan_weight * (
+            _class_loss(real_classes, labels) + _class_loss(fake_classes, labels)
+        )
 
-    (loss, (batch_stats, real_logits, fake_logits)), grads = jax.value_and_grad(
+        def logits_of(x):
+            # Penalty passes: D as in the step; their statistics updates are not kept.
+            return _apply_discriminator(
+                discriminator, d_params, state.d_batch_stats, x, labels, penalty_key
+            )[0]
+
+        extra = {}
+        if options.loss == "wgan_gp":
+            extra["d/gp"] = losses.gradient_penalty(logits_of, images, fakes, penalty_key)
+            loss += options.gp_weight * extra["d/gp"]
+        if options.r1_weight > 0:
+            # Lazy R1: every r1_every-th step, weighted r1_every times (0 on the other steps).
+            extra["d/r1"] = jax.lax.cond(
+                state.step % options.r1_every == 0,
+                lambda: losses.r1_penalty(logits_of, images),
+                lambda: jnp.zeros((), jnp.float32),
+            )
+            loss += 0.5 * options.r1_weight * options.r1_every * extra["d/r1"]
+        loss = _mean_over(loss, axis_name)
+        return loss, (batch_stats, real_logits, fake_logits, extra)
+
+    (loss, (batch_stats, real_logits, fake_logits, extra)), grads = jax.value_and_grad(
         loss_fn, has_aux=True
     )(state.d_params)
     grads = _mean_over(grads, axis_name)
@@ -188,22 +318,27 @@ def _discriminator_update(state, batch, fakes, key, axis_name, policy=(), gan_lo
         "loss/d": loss,
         "d/real_prob": jnp.mean(jax.nn.sigmoid(real_logits)),
         "d/fake_prob": jnp.mean(jax.nn.sigmoid(fake_logits)),
+        **extra,
     }
+    if state.ada_p is not None:
+        metrics["d/real_sign"] = jnp.mean(jnp.sign(real_logits))
     return new_state, _mean_over(metrics, axis_name)
 
 
-def _generator_update(state, batch, generated, key, axis_name, policy=(), gan_loss="bce"):
+def _generator_update(state, batch, generated, key, axis_name, options: StepOptions):
     _, discriminator = _modules(state, axis_name)
     labels = batch["label"]
     _, dropout_key = _step_keys(key, axis_name)
     fakes, pullback, g_batch_stats = generated
 
     def loss_fn(fakes):
-        seen = _augmented(fakes, dropout_key, policy, 2)
-        fake_logits, d_batch_stats = _apply_discriminator(
+        seen = _seen(state, fakes, dropout_key, options, 2)
+        fake_logits, fake_classes, d_batch_stats = _d_outputs(
             discriminator, state.d_params, state.d_batch_stats, seen, labels, dropout_key
         )
-        return _mean_over(losses.generator_loss(fake_logits, gan_loss), axis_name), d_batch_stats
+        loss = losses.generator_loss(fake_logits, options.loss)
+        loss += options.acgan_weight * _class_loss(fake_classes, labels)
+        return _mean_over(loss, axis_name), d_batch_stats
 
     (loss, d_batch_stats), fakes_grad = jax.value_and_grad(loss_fn, has_aux=True)(fakes)
     (grads,) = pullback(fakes_grad)
@@ -223,12 +358,29 @@ def _generator_update(state, batch, generated, key, axis_name, policy=(), gan_lo
     return new_state, _mean_over({"loss/g": loss}, axis_name)
 
 
+def _adapt_augmentation(state, real_sign, global_batch: int, options: StepOptions):
+    """ADA's controller: every ada_interval steps, p moves by sign(r_t - target) times a step.
+
+    r_t is the mean of E[sign(D(x_real))] over the interval's steps; the step is
+    global_batch * ada_interval / (ada_kimg * 1000), so p can cross [0, 1] in ada_kimg thousand
+    images (StyleGAN2-ADA's heuristic r_t and its adjustment).
+    """
+    signs = state.ada_signs + real_sign
+    adjust = (state.step + 1) % options.ada_interval == 0
+    r_t = signs / options.ada_interval
+    # A Python constant, so that every compilation rounds the adjustment alike.
+    size = float(global_batch * options.ada_interval / (options.ada_kimg * 1000.0))
+    change = jnp.sign(r_t - options.ada_target) * jnp.float32(size)
+    p = jnp.where(adjust, jnp.clip(state.ada_p + change, 0.0, 1.0), state.ada_p)
+    return state.replace(ada_p=p, ada_signs=jnp.where(adjust, 0.0, signs))
+
+
 def discriminator_step(
     state: state_lib.GANState,
     batch: Batch,
     key: jax.Array,
     *,
-    diffaugment_policy: str = "",
+    options: StepOptions = StepOptions(),
     axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
     """One update of D on a real batch and as many fakes, G held fixed.
@@ -246,16 +398,17 @@ def discriminator_step(
         batch: {"image": [B, S, S, 1] in [-1, 1], "label": int32 [B]} (this device's share under
             axis_name).
         key: PRNG key of this step (z, dropout).
+        options: loss, penalties and augmentation (StepOptions; update counts are ignored).
         axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
             or None for a global-view (jit) call.
 
     Returns:
         (new state, metrics) with "loss/d", "d/real_prob" (mean sigmoid(D(x))) and "d/fake_prob"
-        (mean sigmoid(D(G(z))) before the update), scalars. state.step is unchanged.
+        (mean sigmoid(D(G(z))) before the update), scalars, plus "d/gp", "d/r1" and
+        "d/real_sign" when those are on. state.step and ADA's p are unchanged.
     """
     fakes, _, _ = _generate_for_training(state, batch["label"], key, axis_name)
-    policy = diffaugment.parse_policy(diffaugment_policy)
-    return _discriminator_update(state, batch, fakes, key, axis_name, policy)
+    return _discriminator_update(state, batch, fakes, key, axis_name, options)
 
 
 def generator_step(
@@ -263,10 +416,10 @@ def generator_step(
     batch: Batch,
     key: jax.Array,
     *,
-    diffaugment_policy: str = "",
+    options: StepOptions = StepOptions(),
     axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
-    """One update of G with the non-saturating loss through D, D held fixed.
+    """One update of G through D, D held fixed.
 
     The fakes take the batch's labels; only batch["label"] and the batch size are used.
 
@@ -279,6 +432,7 @@ def generator_step(
         state: the GANState.
         batch: {"image": [B, S, S, 1], "label": int32 [B]} (this device's share under axis_name).
         key: PRNG key of this step; the same key as a discriminator_step gives the same z.
+        options: loss and augmentation (StepOptions; update counts are ignored).
         axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
             or None for a global-view (jit) call.
 
@@ -287,8 +441,7 @@ def generator_step(
         mode); ema_g_params follows the new params when ema_decay > 0. state.step is unchanged.
     """
     generated = _generate_for_training(state, batch["label"], key, axis_name)
-    policy = diffaugment.parse_policy(diffaugment_policy)
-    return _generator_update(state, batch, generated, key, axis_name, policy)
+    return _generator_update(state, batch, generated, key, axis_name, options)
 
 
 def gan_train_step(
@@ -296,20 +449,18 @@ def gan_train_step(
     batch: Batch,
     key: jax.Array,
     *,
-    d_updates_per_step: int = 1,
-    g_updates_per_step: int = 1,
-    diffaugment_policy: str = "",
-    gan_loss: str = "bce",
+    options: StepOptions = StepOptions(),
     axis_name: str | None = None,
 ) -> tuple[state_lib.GANState, Metrics]:
-    """One GAN iteration: D step(s), then G step(s); state.step += 1.
+    """One GAN iteration: D step(s), then G step(s), then ADA's p; state.step += 1.
 
     Example (global view, data parallel over every device):
         from xraygan_jax import compiler
         from xraygan_jax.train import sharding, steps
         mesh = sharding.make_mesh()
+        options = steps.StepOptions(g_updates_per_step=2, diffaugment="translation")
         train_step = compiler.jit(  # jax.jit plus XLA options that are faster on CPU
-            functools.partial(steps.gan_train_step, g_updates_per_step=2),
+            functools.partial(steps.gan_train_step, options=options),
             in_shardings=(sharding.replicated(mesh), sharding.batch_sharding(mesh),
                           sharding.replicated(mesh)),
             donate_argnums=0)
@@ -321,48 +472,47 @@ def gan_train_step(
         state: the GANState.
         batch: {"image": float32 [B, S, S, 1] in [-1, 1], "label": int32 [B]}.
         key: PRNG key of this iteration, e.g. fold_in(base_key, step).
-        d_updates_per_step: D updates per iteration (same real batch, fresh z each).
-        g_updates_per_step: G updates per iteration (2 = the second report's double training).
-        diffaugment_policy: DiffAugment policies applied to every image D sees, real and fake,
-            in both updates, e.g. "color,translation,cutout" (xraygan_jax.train.diffaugment);
-            "" = none.
-        gan_loss: "bce" (the reports'), "hinge" or "least_squares" (xraygan_jax.train.losses).
+        options: update counts, loss, penalties, augmentation (StepOptions).
         axis_name: the mapped axis under shard_map/pmap, or None (see the module docstring).
 
     Returns:
-        (new state, metrics): "loss/d", "d/real_prob", "d/fake_prob" (means over the D steps) and
-        "loss/g" (mean over the G steps), scalars.
+        (new state, metrics): "loss/d", "d/real_prob", "d/fake_prob" (means over the D steps),
+        "loss/g" (mean over the G steps), scalars; with WGAN-GP "d/gp" (unweighted penalty),
+        with R1 "d/r1" (unweighted mean squared gradient norm, 0 on the steps lazy R1 skips),
+        with ADA "d/real_sign" (mean sign of D on real images) and "ada/p" (p after the step).
     """
     # D step 0 and G step 0 share a key, so the same z and, since the D steps leave G's params
     # alone, the same forward pass of G (the tutorial's reuse of `fake`).
-    policy = diffaugment.parse_policy(diffaugment_policy)
-    losses.check_kind(gan_loss)
+    options.check()
+    start = state
     first_key = jax.random.fold_in(key, 0)
     first_generated = _generate_for_training(state, batch["label"], first_key, axis_name)
     d_metrics = []
-    for index in range(d_updates_per_step):
+    for index in range(options.d_updates_per_step):
         step_key = jax.random.fold_in(key, index)
         if index == 0:
             fakes = first_generated[0]
         else:
             fakes, _, _ = _generate_for_training(state, batch["label"], step_key, axis_name)
-        state, metrics = _discriminator_update(
-            state, batch, fakes, step_key, axis_name, policy, gan_loss
-        )
+        state, metrics = _discriminator_update(state, batch, fakes, step_key, axis_name, options)
         d_metrics.append(metrics)
     g_metrics = []
-    for index in range(g_updates_per_step):
+    for index in range(options.g_updates_per_step):
         step_key = jax.random.fold_in(key, index)
         if index == 0:
             generated = first_generated
         else:
             generated = _generate_for_training(state, batch["label"], step_key, axis_name)
-        state, metrics = _generator_update(
-            state, batch, generated, step_key, axis_name, policy, gan_loss
-        )
+        state, metrics = _generator_update(state, batch, generated, step_key, axis_name, options)
         g_metrics.append(metrics)
     metrics = jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *d_metrics)
     metrics.update(jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *g_metrics))
+    if start.ada_p is not None:
+        global_batch = batch["label"].shape[0]
+        if axis_name is not None:
+            global_batch *= int(jax.lax.axis_size(axis_name))
+        state = _adapt_augmentation(state, metrics["d/real_sign"], global_batch, options)
+        metrics["ada/p"] = state.ada_p
     return state.replace(step=state.step + 1), metrics
 
 
