@@ -68,3 +68,69 @@ def test_list_mode_pairs_values_and_needs_equal_lengths():
     config.sweep.grid = ("optim.g_lr=1e-4,2e-4", "model.nz=4")
     with pytest.raises(errors.ConfigError, match="the same number of values"):
         sweep.points(config)
+
+
+def test_arms_are_named_variants_whose_values_may_hold_commas():
+    config = sweep_test.get_config()
+    config.sweep.mode = "arms"
+    config.sweep.arms = (
+        "baseline:",
+        "augmented: train.diffaugment=color,cutout; model.nz=4 ; train.ada=true",
+    )
+    assert sweep.points(config) == [
+        {"arm": "baseline"},
+        {"arm": "augmented", "train.diffaugment": "color,cutout", "model.nz": 4, "train.ada": True},
+    ]
+    job = sweep.point_config(config, sweep.points(config)[1])
+    assert job.train.diffaugment == "color,cutout" and job.model.nz == 4 and "arm" not in job
+    assert sweep.point_name(sweep.points(config)[1]) == "augmented"
+
+
+@pytest.mark.parametrize(
+    ("arms", "message"),
+    [
+        (("no colon here",), r"entry 'no colon here' is not 'name: key=value; key=value'"),
+        (("a:", "a: model.nz=4"), r"the name 'a' is used twice"),
+        (("a: model.bogus=1",), r"the GAN config has no 'model.bogus'"),
+        (("a: model.nz",), r"a: 'model.nz' is not 'key=value'"),
+        (("a: model.nz=four",), r"arms a model.nz: invalid literal"),
+    ],
+)
+def test_a_malformed_arm_is_named(arms, message):
+    config = sweep_test.get_config()
+    config.sweep.mode = "arms"
+    config.sweep.arms = arms
+    with pytest.raises(errors.ConfigError, match=message):
+        sweep.points(config)
+
+
+def test_an_arms_sweep_compares_per_class_metrics_and_shows_samples_side_by_side(
+    tmp_path_factory,
+):
+    fid_weights_or_skip(lambda: weights.find_source(download=False))
+    config = sweep_test.get_config()
+    config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+    config.data.train_images_per_class = 12
+    config.sweep.mode = "arms"
+    config.sweep.arms = (
+        "reports: train.per_class=true",
+        "augmented: train.diffaugment=translation",
+    )
+    config.sweep.classifier_gain = False
+    config.gan.train.num_epochs = 100  # replaced by the image budget below
+    config.gan.train.num_images = 0.048  # 48 images: 2 epochs of 24, 4 epochs of 12 per class
+    workdir = tmp_path_factory.mktemp("arms")
+    rows = sweep.run_sweep(config, workdir)
+    assert [row["arm"] for row in rows] == ["reports", "augmented"]
+    for row in rows:
+        assert row["kimg"] == pytest.approx(0.048 * (2 if row["arm"] == "reports" else 1))
+        for name in ("NORMAL", "PNEUMONIA"):
+            assert row[f"{name}/num_real"] == 12
+            assert 0 <= row[f"{name}/precision"] <= 1 and row[f"{name}/fid"] > 0
+    assert runs.Run(workdir / "points" / "reports").checkpoint_epochs("NORMAL")[-1] == 4
+    assert runs.Run(workdir / "points" / "augmented").checkpoint_epochs("conditional")[-1] == 2
+    with open(workdir / "sweep.csv", newline="") as file:
+        assert "NORMAL/recall" in next(csv.reader(file))
+    assert (workdir / "plots" / "arms_fid.png").stat().st_size > 0
+    assert (workdir / "samples.png").stat().st_size > 0
+    assert set(rows[0]["samples"]) == {"NORMAL", "PNEUMONIA"}

@@ -4,7 +4,10 @@ the classifier gain their images give.
     sweep.run_sweep(config, "runs/sweep")          # experiments/configs/sweep_dcgan.py
 
 `config.sweep.grid` lists "dotted.key=value1,value2" strings; the sweep runs every combination
-(`config.sweep.mode = "grid"`) or the i-th values together (`"list"`). Each point is a normal GAN
+(`config.sweep.mode = "grid"`) or the i-th values together (`"list"`). `"arms"` runs named
+variants instead, `config.sweep.arms` = ("name: key=value; key=value", ...), where a value may
+hold commas ("baseline:" changes nothing): a comparison of options such as
+experiments/configs/small_data.py. Each point is a normal GAN
 run in `workdir/points/<name>` (evaluate_gan and generate accept it), trained and then evaluated
 at its last checkpoint. With `config.sweep.classifier_gain`, a small augmentation study (0% against
 `config.sweep.gain_fraction` synthetic) is run on the point's images, and the gain is the accuracy
@@ -12,7 +15,9 @@ difference: the first report's wish to choose GAN settings by what they do for t
 not by FID alone.
 
 Points run one after another and resume: a finished point is read back, not rerun. Written:
-sweep.csv (one row per point) and plots/sweep_<parameter>.png.
+sweep.csv (one row per point: per-class FID, KID, precision/recall with floors, images shown,
+time), plots/sweep_<parameter>.png, and for arms plots/arms_fid.png and samples.png (every arm's
+last sample grid per class, side by side).
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from xraygan_jax import errors, study, viz
+from xraygan_jax import errors, runs, study, viz
 from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.train import gan_loop, reporting
 
@@ -75,8 +80,57 @@ def _convert(value: str, kind: type) -> Any:
     raise ValueError(f"values of type {kind.__name__} cannot be swept")
 
 
+ARM = "arm"  # the key of an arm's name in its point
+
+
+def parse_arms(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
+    """[{"arm": name, dotted key: value, ...}] from `config.sweep.arms`.
+
+    Raises:
+      errors.ConfigError: a malformed arm, a repeated name, or a key the GAN config lacks.
+    """
+    arms, names = [], set()
+    for entry in config.sweep.arms:
+        name, separator, assignments = entry.partition(":")
+        name = name.strip()
+        if not separator or not name:
+            raise errors.ConfigError(
+                f"--config.sweep.arms entry {entry!r} is not 'name: key=value; key=value'."
+            )
+        if name in names:
+            raise errors.ConfigError(f"--config.sweep.arms: the name {name!r} is used twice.")
+        names.add(name)
+        arm: dict[str, Any] = {ARM: name}
+        for assignment in filter(str.strip, assignments.split(";")):
+            if "=" not in assignment:
+                raise errors.ConfigError(
+                    f"--config.sweep.arms {name}: {assignment.strip()!r} is not 'key=value'."
+                )
+            key, value = (part.strip() for part in assignment.split("=", 1))
+            kind = type(_lookup(config, key))
+            try:
+                arm[key] = _convert(value, kind)
+            except ValueError as error:
+                raise errors.ConfigError(f"--config.sweep.arms {name} {key}: {error}") from error
+        arms.append(arm)
+    if not arms:
+        raise errors.ConfigError("--config.sweep.arms is empty; give at least one arm.")
+    return arms
+
+
+def _lookup(config: ml_collections.ConfigDict, key: str) -> Any:
+    node = config.gan
+    for part in key.split("."):
+        if not isinstance(node, ml_collections.ConfigDict) or part not in node:
+            raise errors.ConfigError(f"--config.sweep: the GAN config has no {key!r}.")
+        node = node[part]
+    return node
+
+
 def points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
-    """The sweep's points: {dotted key: value} each."""
+    """The sweep's points: {dotted key: value} each (arms also carry "arm": name)."""
+    if config.sweep.mode == "arms":
+        return parse_arms(config)
     parameters = parse_grid(config)
     keys = [key for key, _ in parameters]
     if config.sweep.mode == "grid":
@@ -91,14 +145,15 @@ def points(config: ml_collections.ConfigDict) -> list[dict[str, Any]]:
         combos = zip(*[values for _, values in parameters], strict=True)
     else:
         raise errors.ConfigError(
-            f"--config.sweep.mode={config.sweep.mode!r} is unknown; use grid or list."
+            f"--config.sweep.mode={config.sweep.mode!r} is unknown; use grid, list or arms."
         )
     return [dict(zip(keys, combo, strict=True)) for combo in combos]
 
 
 def point_name(point: dict[str, Any]) -> str:
-    """A folder name: 'optim.g_lr=0.0001_model.nz=64' with unsafe characters replaced."""
-    text = "_".join(f"{key}={value}" for key, value in point.items())
+    """A folder name: the arm's name, or 'optim.g_lr=0.0001_model.nz=64', unsafe characters
+    replaced."""
+    text = point.get(ARM) or "_".join(f"{key}={value}" for key, value in point.items())
     return "".join(c if c.isalnum() or c in "._=-" else "-" for c in text)
 
 
@@ -108,6 +163,8 @@ def point_config(config: ml_collections.ConfigDict, point: dict[str, Any]):
     with job.unlocked():
         job.data = config.data.copy_and_resolve_references()
         for key, value in point.items():
+            if key == ARM:
+                continue
             node = job
             *parents, last = key.split(".")
             for part in parents:
@@ -133,6 +190,12 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
     return rows
 
 
+def _last_epochs(folder: pathlib.Path) -> list[int]:
+    """Each GAN's last checkpoint epoch (with an image budget they need not be num_epochs)."""
+    run = runs.Run(folder)
+    return sorted({run.checkpoint_epochs(name)[-1] for name, _ in run.gan_names()})
+
+
 def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str, Any]:
     folder = workdir / "points" / point_name(point)
     result_path = folder / "point.json"
@@ -142,14 +205,18 @@ def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str
     started = time.perf_counter()
     results = gan_loop.train_and_evaluate(job, folder)
     train_seconds = time.perf_counter() - started
-    last_epoch = int(job.train.num_epochs)
-    records = gan_metrics.evaluate_run(folder, epochs=[last_epoch])
+    records = gan_metrics.evaluate_run(folder, epochs=_last_epochs(folder))
     row: dict[str, Any] = {"point": point_name(point), **point}
     for record in records:
         name = record["class"]
-        for key in ("fid", "fid_floor", "fid_matched", "kid_mean", "kid_floor"):
+        for key in _RECORD_FIELDS:
             row[f"{name}/{key}"] = record[key]
     row["fid_mean"] = float(np.mean([r["fid"] for r in records]))
+    row["kimg"] = float(sum(result.kimg for result in results.values()))
+    row["samples"] = {
+        name: os.path.relpath(paths[-1], workdir)
+        for name, paths in _last_grids(folder, results).items()
+    }
     row["fid_gap_mean"] = float(np.mean([r["fid_matched"] - r["fid_floor"] for r in records]))
     row["train_seconds"] = train_seconds
     row["images_per_second"] = float(
@@ -172,12 +239,41 @@ def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str
     return row
 
 
+_RECORD_FIELDS = (
+    "fid",
+    "fid_floor",
+    "fid_matched",
+    "kid_mean",
+    "kid_floor",
+    "precision",
+    "recall",
+    "num_real",
+)
+
+
+def _last_grids(folder: pathlib.Path, results: dict) -> dict[str, list[str]]:
+    """{class name: the sample grids of the run, oldest first}, from the training results."""
+    grids: dict[str, list[str]] = {}
+    for result in results.values():
+        for path in result.sample_grids:
+            grids.setdefault(pathlib.Path(path).parent.name, []).append(path)
+    return grids
+
+
 def write_outputs(workdir: pathlib.Path, rows: list[dict], parameters: list[str]) -> None:
-    """sweep.csv and one plot per parameter (FID, gap to floor, wall time, classifier gain)."""
-    columns = list(dict.fromkeys(key for row in rows for key in row))
+    """sweep.csv and the plots: one per parameter (FID, gap to floor, wall time, classifier
+    gain) for grids and lists; per-class FID beside its floor and the sample grids for arms."""
+    columns = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "samples"]
     with open(workdir / "sweep.csv", "w", newline="", encoding="utf-8") as file:
-        writer = csv.DictWriter(file, fieldnames=columns)
+        writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
+    if ARM in parameters:
+        viz.plot_arms(rows, workdir / "plots" / "arms_fid.png")
+        grids = [
+            {name: workdir / grid for name, grid in row.get("samples", {}).items()} for row in rows
+        ]
+        viz.image_table([row[ARM] for row in rows], grids, workdir / "samples.png")
+        return
     for parameter in parameters:
         viz.plot_sweep(rows, parameter, workdir / "plots" / f"sweep_{parameter}.png")

@@ -343,6 +343,70 @@ def plot_sweep(rows: Sequence[dict], parameter: str, path: str | os.PathLike) ->
     return _save(figure, path)
 
 
+def plot_arms(rows: Sequence[dict], path: str | os.PathLike) -> str:
+    """Per-class FID of each arm of a comparison as bars, each class's real-vs-real floor dashed.
+
+    Args:
+      rows: sweep.csv's rows of an arms sweep ("arm", "<class>/fid", "<class>/fid_floor").
+    """
+    arms = [str(row["arm"]) for row in rows]
+    classes = sorted({key.split("/")[0] for row in rows for key in row if key.endswith("/fid")})
+    width = 0.8 / max(1, len(classes))
+    figure, axis = plt.subplots(figsize=(max(6, 0.9 * len(arms) + 2), 4), dpi=_DPI)
+    for index, name in enumerate(classes):
+        positions = np.arange(len(arms)) + (index - (len(classes) - 1) / 2) * width
+        values = [float(row.get(f"{name}/fid", np.nan)) for row in rows]
+        bars = axis.bar(positions, values, width, label=f"{name} FID")
+        floor = np.nanmean([float(row.get(f"{name}/fid_floor", np.nan)) for row in rows])
+        if np.isfinite(floor):
+            axis.axhline(
+                floor,
+                linestyle="--",
+                color=bars.patches[0].get_facecolor(),
+                linewidth=1,
+                label=f"{name} real-vs-real floor",
+            )
+    axis.set_xticks(np.arange(len(arms)), arms, rotation=30, ha="right")
+    axis.set_ylabel("FID (lower is better)")
+    axis.legend(fontsize=8)
+    axis.grid(axis="y", alpha=0.3)
+    return _save(figure, path)
+
+
+def image_table(
+    row_labels: Sequence[str],
+    cells: Sequence[dict[str, str | os.PathLike]],
+    path: str | os.PathLike,
+) -> str:
+    """A table of existing PNGs: one row per label, one column per key of the cells' dicts.
+
+    Args:
+      row_labels: the rows' names, e.g. the arms of a comparison.
+      cells: per row, {column name: PNG path}; a missing one leaves its cell empty.
+      path: where to write the table.
+    """
+    columns = sorted({name for row in cells for name in row})
+    figure, axes = plt.subplots(
+        len(row_labels),
+        max(1, len(columns)),
+        figsize=(3 * max(1, len(columns)), 3 * len(row_labels)),
+        dpi=_DPI,
+        squeeze=False,
+    )
+    for row_index, (label, row) in enumerate(zip(row_labels, cells, strict=True)):
+        for column_index, name in enumerate(columns):
+            axis = axes[row_index][column_index]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if name in row and os.path.exists(row[name]):
+                axis.imshow(plt.imread(os.fspath(row[name])))
+            if row_index == 0:
+                axis.set_title(name)
+            if column_index == 0:
+                axis.set_ylabel(label)
+    return _save(figure, path)
+
+
 def _save(figure, path: str | os.PathLike) -> str:
     path = os.fspath(path)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
