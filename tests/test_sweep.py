@@ -131,6 +131,9 @@ def test_an_arms_sweep_compares_per_class_metrics_and_shows_samples_side_by_side
     assert runs.Run(workdir / "points" / "augmented").checkpoint_epochs("conditional")[-1] == 2
     with open(workdir / "sweep.csv", newline="") as file:
         assert "NORMAL/recall" in next(csv.reader(file))
+    table = (workdir / "sweep.md").read_text().splitlines()
+    assert table[0].startswith("| arm | kimg | train time | NORMAL FID |")
+    assert table[2].startswith("| reports | 0.096 | ") and len(table) == 4
     assert (workdir / "plots" / "arms_fid.png").stat().st_size > 0
     assert (workdir / "samples.png").stat().st_size > 0
     assert set(rows[0]["samples"]) == {"NORMAL", "PNEUMONIA"}

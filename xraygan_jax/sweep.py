@@ -16,8 +16,8 @@ not by FID alone.
 
 Points run one after another and resume: a finished point is read back, not rerun. Written:
 sweep.csv (one row per point: per-class FID, KID, precision/recall with floors, images shown,
-time), plots/sweep_<parameter>.png, and for arms plots/arms_fid.png and samples.png (every arm's
-last sample grid per class, side by side).
+time), plots/sweep_<parameter>.png, and for arms sweep.md (the table in Markdown),
+plots/arms_fid.png and samples.png (every arm's last sample grid per class, side by side).
 """
 
 from __future__ import annotations
@@ -260,6 +260,42 @@ def _last_grids(folder: pathlib.Path, results: dict) -> dict[str, list[str]]:
     return grids
 
 
+def arms_table(rows: list[dict]) -> str:
+    """A Markdown table of an arms sweep: per class FID (the matched-size score and the floor),
+    KID, precision and recall, and per arm the images shown and the training time."""
+    classes = sorted({key.split("/")[0] for row in rows for key in row if key.endswith("/fid")})
+    header = ["arm", "kimg", "train time"]
+    for name in classes:
+        header += [
+            f"{name} FID",
+            f"{name} FID at floor size (floor)",
+            f"{name} KID (floor)",
+            f"{name} precision / recall",
+        ]
+    gains = any("classifier_gain" in row for row in rows)
+    if gains:
+        header.append("classifier gain")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        cells = [
+            str(row[ARM]),
+            f"{row.get('kimg', float('nan')):g}",
+            reporting.format_duration(row.get("train_seconds", float("nan"))),
+        ]
+        for name in classes:
+            cells += [
+                f"{row[f'{name}/fid']:.1f}",
+                f"{row[f'{name}/fid_matched']:.1f} ({row[f'{name}/fid_floor']:.1f})",
+                f"{row[f'{name}/kid_mean']:.3f} ({row[f'{name}/kid_floor']:.3f})",
+                f"{row[f'{name}/precision']:.2f} / {row[f'{name}/recall']:.2f}",
+            ]
+        if gains:
+            gain = row.get("classifier_gain")
+            cells.append("" if gain is None else f"{gain:+.3f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def write_outputs(workdir: pathlib.Path, rows: list[dict], parameters: list[str]) -> None:
     """sweep.csv and the plots: one per parameter (FID, gap to floor, wall time, classifier
     gain) for grids and lists; per-class FID beside its floor and the sample grids for arms."""
@@ -269,6 +305,7 @@ def write_outputs(workdir: pathlib.Path, rows: list[dict], parameters: list[str]
         writer.writeheader()
         writer.writerows(rows)
     if ARM in parameters:
+        (workdir / "sweep.md").write_text(arms_table(rows))
         viz.plot_arms(rows, workdir / "plots" / "arms_fid.png")
         grids = [
             {name: workdir / grid for name, grid in row.get("samples", {}).items()} for row in rows
