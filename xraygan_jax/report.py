@@ -97,6 +97,13 @@ def _stage_table(state: dict) -> list[str]:
     return lines
 
 
+def _budget(job) -> str:
+    """'201 epochs', or the image budget when the run had one."""
+    if float(job.train.get("num_images", 0)) > 0:
+        return f"{job.train.num_images:g} thousand images shown"
+    return f"{job.train.num_epochs} epochs"
+
+
 def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: dict) -> list[str]:
     run = runs.Run(workdir / name)
     if not run.config_path.exists():
@@ -106,7 +113,7 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
     lines.append(
         f"`{job.model.kind}`, {job.data.image_size}x{job.data.image_size}, nz {job.model.nz}, "
         f"{'one GAN per class' if job.train.per_class else 'one GAN conditioned on the class'}, "
-        f"{job.train.num_epochs} epochs, batch {job.train.batch_size}, {job.optim.name} lr "
+        f"{_budget(job)}, batch {job.train.batch_size}, {job.optim.name} lr "
         f"G {job.optim.g_lr} / D {job.optim.d_lr}. Run folder: `{_rel(run.workdir, workdir)}`."
     )
     lines.append("")
