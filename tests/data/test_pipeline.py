@@ -203,6 +203,80 @@ def test_default_process_sharding_uses_jax_process():
 
 
 @pytest.mark.parametrize(
+    ("drop_remainder", "per_epoch"),
+    # 21 examples, global batch 8: two full batches; the remainder of 5 is dropped, or kept
+    # trimmed to a multiple of the 4 "devices" (4 examples).
+    [(True, [8, 8]), (False, [8, 8, 4])],
+)
+def test_global_batches_do_not_depend_on_the_process_count(drop_remainder, per_epoch):
+    """Process blocks concatenated in process order are the 1-process batch, row for row."""
+
+    def global_batches(process_count):
+        shares = [
+            list(
+                pipeline.make_dataset(
+                    _source(),
+                    batch_size=8 // process_count,
+                    seed=3,
+                    num_epochs=2,
+                    drop_remainder=drop_remainder,
+                    process_index=index,
+                    process_count=process_count,
+                    remainder_multiple_of=4,
+                )
+            )
+            for index in range(process_count)
+        ]
+        assert len({len(share) for share in shares}) == 1  # Lock-step: same count everywhere.
+        return [
+            np.concatenate([_indices(share[k]) for share in shares]) for k in range(len(shares[0]))
+        ]
+
+    one, two, four = global_batches(1), global_batches(2), global_batches(4)
+    assert [len(batch) for batch in one] == per_epoch * 2
+    assert len(one) == 2 * pipeline.steps_per_epoch(
+        NUM_EXAMPLES, 8, drop_remainder=drop_remainder, remainder_multiple_of=4
+    )
+    for batches in (two, four):
+        assert len(batches) == len(one)
+        for want, have in zip(one, batches, strict=True):
+            np.testing.assert_array_equal(want, have)
+
+
+def test_start_batch_continues_where_an_iterator_of_any_process_count_was():
+    """start_batch counts global batches: a 2-process position resumes 1 process and back."""
+    kwargs = {"seed": 5, "drop_remainder": False, "remainder_multiple_of": 2}
+    one = [
+        _indices(b) for b in pipeline.make_dataset(_source(), batch_size=4, num_epochs=3, **kwargs)
+    ]
+    for start in (0, 3, 6, 7):  # Mid-epoch, at an epoch boundary (6 batches per epoch), after.
+        resumed = pipeline.make_dataset(
+            _source(), batch_size=4, num_epochs=3, start_batch=start, **kwargs
+        )
+        got = [_indices(b) for b in resumed]
+        assert len(got) == len(one) - start
+        for want, have in zip(one[start:], got, strict=True):
+            np.testing.assert_array_equal(want, have)
+        blocks = [
+            [
+                _indices(b)
+                for b in pipeline.make_dataset(
+                    _source(),
+                    batch_size=2,
+                    num_epochs=3,
+                    start_batch=start,
+                    process_index=index,
+                    process_count=2,
+                    **kwargs,
+                )
+            ]
+            for index in range(2)
+        ]
+        for want, first, second in zip(one[start:], *blocks, strict=True):
+            np.testing.assert_array_equal(want, np.concatenate([first, second]))
+
+
+@pytest.mark.parametrize(
     ("consumed", "kwargs"),
     [
         (3, {"prefetch_threads": 2}),  # mid-epoch; the next 5 cross into epoch 2 (5 per epoch)
@@ -281,6 +355,10 @@ def test_steps_per_epoch():
     assert pipeline.steps_per_epoch(21, 4) == 5
     assert pipeline.steps_per_epoch(21, 4, drop_remainder=False) == 6
     assert pipeline.steps_per_epoch(20, 4, drop_remainder=False) == 5
+    # The kept remainder of 5 is trimmed to a multiple of 4 (one batch) or of 8 (none).
+    assert pipeline.steps_per_epoch(21, 8, drop_remainder=False, remainder_multiple_of=4) == 3
+    assert pipeline.steps_per_epoch(21, 8, drop_remainder=False, remainder_multiple_of=8) == 2
+    assert pipeline.steps_per_epoch(21, 8, drop_remainder=True, remainder_multiple_of=4) == 2
     with pytest.raises(ValueError, match="batch_size must be positive, got 0"):
         pipeline.steps_per_epoch(21, 0)
 
@@ -327,6 +405,8 @@ class _FloatSource(_RecordSource):
         ({"seed": -1}, r"seed must be an integer in \[0, 2\*\*32\), got -1"),
         ({"num_epochs": 0}, "num_epochs must be a positive integer or None, got 0"),
         ({"prefetch_threads": -1}, "prefetch_threads must be >= 0, got -1"),
+        ({"remainder_multiple_of": 0}, "remainder_multiple_of must be a positive integer, got 0"),
+        ({"start_batch": -1}, "start_batch must be a non-negative integer, got -1"),
         ({"label": 1, "balanced": True}, "label=1 and balanced=True exclude each other"),
         ({"label": 5}, r"label=5 has no records .*labels present: \[0, 1\]"),
         ({"process_index": 2, "process_count": 2}, "process_index=2, process_count=2"),

@@ -13,24 +13,29 @@ every original uint8 value exactly (checked for all 256 in float32).
 
 Order of operations (all on grain `MapDataset`s, so every step is a pure function of the index):
 
-    indices -> shuffle(seed, epoch) -> process shard -> batch -> read + convert -> repeat
-            -> to_iter_dataset (thread prefetch)
+    indices -> shuffle(seed, epoch) -> global batch -> process's block -> read + convert
+            -> repeat -> to_iter_dataset (thread prefetch)
 
 - Shuffle: one global permutation per epoch, determined by (seed, epoch) (grain folds the epoch
   into the shuffle seed). The user seed is first hashed, so seeds 0 and 1 do not share orders
   shifted by one epoch (grain uses `seed + epoch`).
-- Process sharding: every process computes the same permutation and takes every
-  `process_count`-th position starting at `process_index`, so shares are disjoint, their union is
-  the epoch, and which examples land on which process changes every epoch. `batch_size` is the
-  per-process batch; the global batch is `batch_size * process_count`.
+- Process sharding: every process computes the same permutation and cuts it into the same
+  global batches of `batch_size * process_count` consecutive positions; process p reads the p-th
+  block of `batch_size` rows of each. So the global batch (the processes' blocks concatenated in
+  process order, as `jax.make_array_from_process_local_data` assembles it) holds the same
+  examples in the same order whatever the process count: 2 processes x 2 devices train on exactly
+  the batches of 1 process x 4 devices. Shares are disjoint, their union is the epoch, and which
+  examples land on which process changes every epoch. `batch_size` is the per-process batch.
 - Remainder policy: batches never span epochs. With `drop_remainder=True` (training) every
-  process gets exactly `N // process_count` examples per epoch and `(N // process_count) //
-  batch_size` full batches, so every step has a full global batch on every process; the up to
-  `process_count * batch_size - 1` left-over examples differ from epoch to epoch. With
-  `drop_remainder=False` (evaluation) every example is read once per epoch, the last batch of an
-  epoch may be smaller and process shares may differ by one example.
-- Epoch count: `steps_per_epoch(num_examples_per_epoch(...), batch_size * process_count)` is the
-  number of batches each process yields per epoch (floor(floor(N/P)/B) == floor(N/(P*B))).
+  global batch is full: `N // (batch_size * process_count)` of them per epoch; the left-over
+  examples differ from epoch to epoch. With `drop_remainder=False` the last, partial global batch
+  is kept, first trimmed to a multiple of `remainder_multiple_of` (training passes the device
+  count, so that it splits over the devices and equally over the processes); with the default 1
+  every example is read once per epoch (evaluation) and process shares may differ by one
+  example (a process whose share of the last batch is empty skips it).
+- Epoch count: `steps_per_epoch(num_examples_per_epoch(...), batch_size * process_count,
+  drop_remainder, remainder_multiple_of)` is the number of global batches per epoch, the same
+  for every process count.
 
 Prefetch: `prefetch_threads` threads read and convert whole batches ahead of the training step
 (a buffer of 2 batches per thread). Reading uint8 arrays is light, so threads rather than
@@ -38,7 +43,10 @@ worker processes.
 
 Resuming: the iterator's state is the index of the next batch (`{"next_index": n}`), so
 `get_state()` / `set_state()` restore exactly, across epoch boundaries, provided the new iterator
-is built with the same arguments. Inside an orbax checkpoint, next to the model state, use grain's
+is built with the same arguments. Since batches are global, n counts global batches and is the
+same on every process and for every process count: `make_dataset(..., start_batch=n)` starts a
+fresh pipeline there, which is how a run resumes on a different number of processes (grain's
+own files below are per process). Inside an orbax checkpoint, next to the model state, use grain's
 own orbax handler args (grain.checkpoint.CheckpointSave / CheckpointRestore, which write one JSON
 file per process):
 
@@ -60,7 +68,6 @@ are used equally often over time (no fixed set of favoured duplicates).
 from __future__ import annotations
 
 import functools
-import math
 import weakref
 from collections.abc import Sequence
 from typing import Any
@@ -225,28 +232,40 @@ def num_examples_per_epoch(source: Any, *, label: int | None = None, balanced: b
     return len(source)
 
 
-def steps_per_epoch(num_examples: int, batch_size: int, drop_remainder: bool = True) -> int:
+def steps_per_epoch(
+    num_examples: int,
+    batch_size: int,
+    drop_remainder: bool = True,
+    remainder_multiple_of: int = 1,
+) -> int:
     """Batches per epoch.
 
     With process sharding pass the global count (`num_examples_per_epoch`) and the global batch
-    (`batch_size * process_count`): the result is the number of batches every process yields per
-    epoch when dropping the remainder, and the largest per-process count otherwise.
+    (`batch_size * process_count`): the result is the number of global batches per epoch, which
+    every process yields (with `drop_remainder=False` and a `remainder_multiple_of` that is not
+    a multiple of the process count, the largest per-process count).
 
     Args:
       num_examples: examples per epoch.
       batch_size: examples per batch.
       drop_remainder: whether the last, partial batch is dropped.
+      remainder_multiple_of: as in `make_dataset`: the kept partial batch is trimmed to a
+        multiple of this, and counts only if something is left.
 
     Returns:
-      floor(num_examples / batch_size) if drop_remainder else ceil(num_examples / batch_size).
+      floor(num_examples / batch_size), plus one if the remainder is kept and its trimmed size is
+      positive.
     """
     if batch_size <= 0:
         raise ValueError(f"batch_size must be positive, got {batch_size}.")
     if num_examples < 0:
         raise ValueError(f"num_examples must be non-negative, got {num_examples}.")
+    if remainder_multiple_of <= 0:
+        raise ValueError(f"remainder_multiple_of must be positive, got {remainder_multiple_of}.")
+    full, remainder = divmod(num_examples, batch_size)
     if drop_remainder:
-        return num_examples // batch_size
-    return math.ceil(num_examples / batch_size)
+        return full
+    return full + (1 if remainder >= remainder_multiple_of else 0)
 
 
 def _derived_seed(seed: int, salt: int) -> int:
@@ -303,6 +322,21 @@ def _check_record(record: Any, source: Any) -> tuple[int, ...]:
     return image.shape
 
 
+class _ProcessBlock:
+    """A global batch of source indices -> this process's block of consecutive rows.
+
+    Blocks are as equal as possible (`np.array_split`): process p of P reads rows
+    [p * n / P, (p + 1) * n / P) of a global batch of n when P divides n.
+    """
+
+    def __init__(self, process_index: int, process_count: int):
+        self._process_index = process_index
+        self._process_count = process_count
+
+    def __call__(self, indices: np.ndarray) -> np.ndarray:
+        return np.array_split(np.asarray(indices), self._process_count)[self._process_index]
+
+
 class _ReadBatch:
     """Batch of source indices -> {"image": float32 in [-1, 1], "label": int32}."""
 
@@ -344,6 +378,8 @@ def make_dataset(
     balanced: bool = False,
     process_index: int | None = None,
     process_count: int | None = None,
+    remainder_multiple_of: int = 1,
+    start_batch: int = 0,
     prefetch_threads: int = 2,
 ) -> grain.IterDataset:
     """Builds the batched, shuffled, process-sharded, prefetched input pipeline of a source.
@@ -357,13 +393,18 @@ def make_dataset(
       shuffle: reshuffle every epoch (a different permutation per (seed, epoch)); False reads
         in index order (class-blocked order when balanced).
       num_epochs: epochs to yield, None for an endless stream.
-      drop_remainder: drop the last partial batch of every epoch (training); False keeps it and
-        reads every example once per epoch (evaluation).
+      drop_remainder: drop the last partial global batch of every epoch; False keeps it (trimmed
+        as `remainder_multiple_of` says).
       label: keep only the records of this class (per-class GAN training).
       balanced: sample every class `max_count` times per epoch (see module docstring).
       process_index: this process's share; default `jax.process_index()` (multi-host: call
         `jax.distributed.initialize()` before building the pipeline).
       process_count: number of shares; default `jax.process_count()`.
+      remainder_multiple_of: with `drop_remainder=False`, the kept partial global batch is
+        trimmed to a multiple of this (training: the global device count); 1 keeps it whole, so
+        every example is read once per epoch.
+      start_batch: the global batch the iterator starts at (counted from the first epoch's
+        first batch, over epochs): resumes a run at the position its checkpoint recorded.
       prefetch_threads: threads that read and convert batches ahead (0: read on demand).
 
     Returns:
@@ -382,6 +423,12 @@ def make_dataset(
         raise ValueError(f"num_epochs must be a positive integer or None, got {num_epochs!r}.")
     if prefetch_threads < 0:
         raise ValueError(f"prefetch_threads must be >= 0, got {prefetch_threads}.")
+    if not isinstance(remainder_multiple_of, int | np.integer) or remainder_multiple_of <= 0:
+        raise ValueError(
+            f"remainder_multiple_of must be a positive integer, got {remainder_multiple_of!r}."
+        )
+    if not isinstance(start_batch, int | np.integer) or start_batch < 0:
+        raise ValueError(f"start_batch must be a non-negative integer, got {start_batch!r}.")
     if label is not None and balanced:
         raise ValueError(
             f"label={label} and balanced=True exclude each other: one class has nothing to "
@@ -418,25 +465,40 @@ def make_dataset(
     if shuffle:
         dataset = dataset.shuffle(seed=_derived_seed(seed, _SHUFFLE_SALT))
     epoch_size = len(dataset)
-    if process_count > 1:
-        # Equal shares when dropping the remainder, so that every process takes the same number
-        # of steps; otherwise every example once (shares may differ by one).
-        stop = epoch_size - epoch_size % process_count if drop_remainder else None
-        dataset = dataset.slice(slice(process_index, stop, process_count))
-    if len(dataset) == 0:
+    global_batch = batch_size * process_count
+    full_batches, remainder = divmod(epoch_size, global_batch)
+    kept = 0 if drop_remainder else remainder - remainder % remainder_multiple_of
+    share = full_batches * batch_size + kept // process_count
+    share += 1 if process_index < kept % process_count else 0
+    if (epoch_size // process_count == 0) if drop_remainder else (share == 0):
+        trimmed = (
+            f" (its last batch trimmed to a multiple of {remainder_multiple_of})"
+            if remainder_multiple_of > 1
+            else ""
+        )
         raise ValueError(
             f"Process {process_index} of {process_count} gets no examples from an epoch of "
-            f"{epoch_size}; use fewer processes or a larger data set."
+            f"{epoch_size}{trimmed}; use fewer processes or a larger data set."
         )
-    if drop_remainder and len(dataset) < batch_size:
+    if drop_remainder and full_batches == 0:
         raise ValueError(
-            f"batch_size={batch_size} exceeds the {len(dataset)} examples process "
+            f"batch_size={batch_size} exceeds the {epoch_size // process_count} examples process "
             f"{process_index} of {process_count} gets per epoch, so no full batch exists; lower "
             "batch_size or pass drop_remainder=False."
         )
-    dataset = dataset.batch(batch_size, drop_remainder=drop_remainder)
+    if kept != remainder:
+        # The trimmed examples are skipped this epoch; the next permutation differs.
+        dataset = dataset.slice(slice(0, full_batches * global_batch + kept))
+    dataset = dataset.batch(global_batch, drop_remainder=drop_remainder)
+    if process_count > 1:
+        dataset = dataset.map(_ProcessBlock(process_index, process_count))
+        if 0 < kept < process_count and process_index >= kept:
+            # This process has no row of the last, partial batch: it skips that batch.
+            dataset = dataset.filter(lambda indices: indices.size > 0)
     dataset = dataset.map(_ReadBatch(source, image_shape))
     dataset = dataset.repeat(num_epochs)
+    if start_batch:
+        dataset = dataset.slice(slice(start_batch, None))
     read_options = grain.ReadOptions(
         num_threads=prefetch_threads, prefetch_buffer_size=2 * prefetch_threads
     )
