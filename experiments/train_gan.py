@@ -22,7 +22,7 @@ flags.mark_flags_as_required(["workdir"])
 
 def main(argv):
     del argv
-    launch.init_jax()
+    launch.init_jax(multi_process=True)
     gan_loop.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
 
 
