@@ -63,7 +63,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.d_updates_per_step = 1
     config.train.g_updates_per_step = 1  # 2 = the second report's "double training" of G
     # False keeps each epoch's last partial batch (PyTorch's DataLoader default, the seed's),
-    # trimmed to a multiple of the device count; multi-process runs always drop it.
+    # trimmed to a multiple of the device count (of all processes).
     config.train.drop_remainder = False
     # DiffAugment of every image D sees, e.g. "color,translation,cutout" ("" = off): keeps D
     # from memorising small sets.

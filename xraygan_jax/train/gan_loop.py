@@ -6,9 +6,16 @@ plots/losses_<gan>.png, metrics.jsonl, eval.jsonl, summary.md.
 
 The step runs under `jax.jit` on a 1-D ("data",) mesh over every device of every process, state
 replicated and batch split. Resume is exact: the checkpoint holds the state (step, optimiser
-states included) and the data iterator's position, and the per-step key is `fold_in(key, step)`:
-a stopped and resumed run ends with the same parameters as one that was not, and the records of
-steps logged after the last checkpoint are dropped before they are run again.
+states included) and the data position, and the per-step key is `fold_in(key, step)`: a stopped
+and resumed run ends with the same parameters as one that was not, and the records of steps
+logged after the last checkpoint are dropped before they are run again.
+
+Several processes (`experiments.train_gan --distributed`) train exactly as one process with as
+many devices: each process reads its block of every global batch (`data.pipeline`), so the
+global batches, and with them the parameters, do not depend on the process count. The data
+position is saved globally, as the number of global batches consumed (`data_position` in the
+checkpoint's meta), so a run saved by N processes resumes on M. Only process 0 writes the run's
+files (config, metrics, samples, plots, summary); orbax writes each checkpoint jointly.
 
 The config is validated (model and image size, batch against devices and data, eval settings)
 before anything is written into the workdir.
@@ -34,6 +41,7 @@ from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.models import gan
 from xraygan_jax.train import (
     checkpointing,
+    multihost,
     optimizers,
     reporting,
     sampling,
@@ -105,7 +113,7 @@ class _Plan:
     class_names: tuple[str, ...]
     mesh: jax.sharding.Mesh
     train_source: object
-    examples: dict[str, int]  # per GAN, this process's share
+    examples: dict[str, int]  # per GAN, examples per epoch over all processes
 
 
 def validate(config: ml_collections.ConfigDict) -> _Plan:
@@ -113,9 +121,11 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
 
     Raises:
       errors.ConfigError: a model, image size, batch size, epoch count or eval setting that
-        cannot work (the message names the `--config.` flag).
+        cannot work (the message names the `--config.` flag); processes of one run started
+        with different configs (names the fields).
       errors.DataError: a class with fewer images than one batch (names the count and the flags).
     """
+    multihost.check_same_config(config)
     check_model_options(config)
     try:
         class_names = sources.class_names(config.data)
@@ -135,11 +145,24 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     try:
         sharding.check_batch_divisible(config.train.batch_size, mesh.size)
     except ValueError as error:
-        raise errors.ConfigError(f"--config.train.batch_size: {error}") from error
+        processes = jax.process_count()
+        where = (
+            f" ({processes} processes x {jax.local_device_count()} devices each)"
+            if processes > 1
+            else ""
+        )
+        raise errors.ConfigError(f"--config.train.batch_size: {error}{where}") from error
     gan_metrics.check_eval_config(config)
     check_step_options(config)
+    if config.eval.fid_every_epochs and jax.process_count() > 1:
+        raise errors.ConfigError(
+            f"--config.eval.fid_every_epochs={config.eval.fid_every_epochs}: FID during training "
+            f"runs in one process, not {jax.process_count()}; set it to 0 and score the "
+            "checkpoints afterwards with python -m experiments.evaluate_gan --workdir=..."
+        )
     try:
-        train_source = sources.get_source(config.data, "train")
+        # Process 0 builds the data set first, so processes sharing a disk never write it at once.
+        train_source = multihost.in_process_order(lambda: sources.get_source(config.data, "train"))
     except ValueError as error:
         raise errors.DataError(str(error)) from error
     examples = {}
@@ -150,7 +173,7 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
             if label is not None
             else len(train_source)
         )
-        examples[name] = count // jax.process_count()
+        examples[name] = count
         usable = count - count % mesh.size
         if usable == 0 or (_drop_remainder(config) and count < batch):
             raise errors.DataError(
@@ -233,10 +256,10 @@ def num_epochs_for(config: ml_collections.ConfigDict, images_per_epoch: int) -> 
 def _drop_remainder(config: ml_collections.ConfigDict) -> bool:
     """Whether each epoch's last partial batch is dropped.
 
-    False (the seed's PyTorch DataLoader default) keeps it, trimmed to a multiple of the device
-    count. Across several processes each process's share may differ in size, so it is dropped.
+    False (the seed's PyTorch DataLoader default) keeps it, trimmed to a multiple of the global
+    device count, so that it splits over the devices and equally over the processes.
     """
-    return bool(config.train.get("drop_remainder", False)) or jax.process_count() > 1
+    return bool(config.train.get("drop_remainder", False))
 
 
 class _Compiled:
@@ -283,6 +306,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
             checkpointing.check_compatible(saved, meta, run.checkpoint_dir(name))
             step = int(saved["step"])
         restored[name] = (epoch[0], step)
+    # Every process has looked for checkpoints before any creates a checkpoint folder (orbax
+    # does on first use): a process that saw a folder another had just made would join the
+    # others' collectives out of step.
+    multihost.barrier("checkpoints found")
     # Before the metrics file is opened: a resumed GAN logs its lost steps again.
     run.truncate_records(restored)
 
@@ -313,36 +340,40 @@ def _train_one_gan(
 ) -> GANResult:
     mesh = plan.mesh
     num_classes = len(plan.class_names)
-    process_count = jax.process_count()
-    per_process_batch = config.train.batch_size // process_count
+    global_batch = config.train.batch_size
     drop_remainder = _drop_remainder(config)
-    dataset = pipeline.make_dataset(
-        plan.train_source,
-        batch_size=per_process_batch,
-        seed=config.train.seed,
-        shuffle=True,
-        drop_remainder=drop_remainder,
-        label=label,
-    )
-    iterator = iter(dataset)
     num_examples = plan.examples[name]
-    batches_per_epoch = pipeline.steps_per_epoch(
-        num_examples, per_process_batch, drop_remainder=drop_remainder
+    # Global batches per epoch; a kept partial batch is trimmed to a multiple of the devices.
+    steps_per_epoch = pipeline.steps_per_epoch(
+        num_examples, global_batch, drop_remainder=drop_remainder, remainder_multiple_of=mesh.size
     )
-    # A kept partial batch is trimmed to a multiple of the local devices (the step's sharding).
-    remainder = 0 if drop_remainder else num_examples % per_process_batch
-    local_devices = jax.local_device_count()
-    trimmed_remainder = remainder - remainder % local_devices
-    steps_per_epoch = num_examples // per_process_batch + (1 if trimmed_remainder else 0)
-    images_per_epoch = (num_examples - remainder + trimmed_remainder) * process_count
+    full_batches, remainder = divmod(num_examples, global_batch)
+    images_per_epoch = full_batches * global_batch
+    if not drop_remainder:
+        images_per_epoch += remainder - remainder % mesh.size
+    position = {"global_batch_size": global_batch, "examples_per_epoch": num_examples}
 
     checkpoints = run.checkpointer(name)
     start_epoch = checkpoints.latest_epoch() or 0
+    start_batch = 0
     if start_epoch:
-        state = checkpoints.restore(start_epoch, compiled.abstract_state, iterator)
+        state = checkpoints.restore(start_epoch, compiled.abstract_state)
+        start_batch = _start_batch(checkpoints.read_meta(start_epoch), position, steps_per_epoch)
         logging.info("%s: resumed from epoch %d in %s", name, start_epoch, checkpoints.directory)
     else:
         state = compiled.init(runs.gan_key(config, runs.INIT_STREAM, label))
+    iterator = iter(
+        pipeline.make_dataset(
+            plan.train_source,
+            batch_size=global_batch // jax.process_count(),
+            seed=config.train.seed,
+            shuffle=True,
+            drop_remainder=drop_remainder,
+            label=label,
+            remainder_multiple_of=mesh.size,
+            start_batch=start_batch,
+        )
+    )
 
     train_step = compiled.train_step
     step_key = runs.gan_key(config, runs.STEP_STREAM, label)
@@ -396,18 +427,11 @@ def _train_one_gan(
         # before anything is sampled or saved.
         pending = None
         seen = 0
-        for _ in range(batches_per_epoch):
-            local = next(iterator)
-            size = len(local["label"])
-            if size != per_process_batch:
-                usable = size - size % local_devices
-                if not usable:
-                    continue
-                local = {k: v[:usable] for k, v in local.items()}
-            batch = sharding.shard_batch(local, mesh)
+        for _ in range(steps_per_epoch):
+            batch = sharding.shard_batch(next(iterator), mesh)
             state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step))
             step += 1
-            seen += len(local["label"]) * process_count
+            seen += batch["label"].shape[0]  # The global batch, over all processes.
             if pending is not None:
                 record(*pending)
             pending = (step, epoch, seen, metrics)
@@ -427,7 +451,10 @@ def _train_one_gan(
         if fid_every and (epoch % fid_every == 0 or epoch == num_epochs):
             _evaluate_during_training(config, state, label, name, epoch, run)
         if epoch % config.train.checkpoint_every_epochs == 0 or epoch == num_epochs:
-            checkpoints.save(epoch, state, {**meta, "epoch": epoch, "step": step}, iterator)
+            data_position = {**position, "epoch": epoch, "batch": epoch * steps_per_epoch}
+            checkpoints.save(
+                epoch, state, {**meta, "epoch": epoch, "step": step, "data_position": data_position}
+            )
     progress.finish()
     seconds = time.perf_counter() - started
     checkpoints.close()
@@ -451,6 +478,20 @@ def _train_one_gan(
         sample_grids=grids,
         loss_plot=loss_plot,
     )
+
+
+def _start_batch(saved_meta: dict, position: dict, steps_per_epoch: int) -> int:
+    """The global batch a resumed GAN's data continues from.
+
+    The checkpoint's `data_position` (global batches consumed; the same for every process count)
+    when it was made with this global batch size and epoch size; otherwise (a checkpoint of an
+    older version, or a changed batch size or data set) the start of the next epoch as this
+    config counts batches, since checkpoints are made at the end of an epoch.
+    """
+    saved = saved_meta.get("data_position") or {}
+    if all(saved.get(key) == value for key, value in position.items()) and "batch" in saved:
+        return int(saved["batch"])
+    return int(saved_meta["epoch"]) * steps_per_epoch
 
 
 def _evaluate_during_training(config, state, label, name, epoch, run: runs.Run) -> None:

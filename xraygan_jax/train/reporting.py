@@ -22,22 +22,29 @@ class MetricsWriter:
     """Appends one JSON object per line to a file (e.g. `workdir/metrics.jsonl`).
 
     Appending keeps the history of a resumed run; readers that need one value per step keep the
-    last record of each step (see `read_metrics`).
+    last record of each step (see `read_metrics`). The file is the run's, not a process's: only
+    process 0 opens and writes it; on the other processes of a multi-process run every method
+    does nothing.
     """
 
     def __init__(self, path: str | os.PathLike):
         self.path = pathlib.Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        self._file = None
+        if jax.process_index() == 0:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - see close()
 
     def write(self, record: Mapping[str, Any]) -> None:
-        self._file.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
+        if self._file is not None:
+            self._file.write(json.dumps({k: _plain(v) for k, v in record.items()}) + "\n")
 
     def flush(self) -> None:
-        self._file.flush()
+        if self._file is not None:
+            self._file.flush()
 
     def close(self) -> None:
-        self._file.close()
+        if self._file is not None:
+            self._file.close()
 
 
 def read_metrics(path: str | os.PathLike, **match: Any) -> list[dict[str, Any]]:
