@@ -9,8 +9,9 @@ devices. What is checked:
   per-step metrics of 1 process x 4 devices (to 1e-6: the same batches, summed in another
   order);
 - only process 0 writes the run's files; orbax writes each checkpoint jointly;
-- a run saved by 2 processes resumes on 1 and the other way round, ending where the
-  uninterrupted run ends (so its data continued from the same global position);
+- a run saved by 2 processes resumes on 1 and the other way round (the latter configured by
+  JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID instead of flags), ending where
+  the uninterrupted run ends (so its data continued from the same global position);
 - a killed process makes the other stop with a clear message within seconds;
 - bad set-ups stop with a message naming what to fix: a coordinator that never answers,
   processes with different configs, a global batch that does not divide over all devices,
@@ -73,6 +74,7 @@ class _Processes:
         per_process: dict[int, list[str]] | None = None,
         audit: bool = False,
         only: tuple[int, ...] | None = None,
+        environment_variables: bool = False,
     ):
         self.workdir = workdir
         self.port = _free_port()
@@ -84,13 +86,19 @@ class _Processes:
         ]
         self.children: dict[int, subprocess.Popen] = {}
         for index in range(num_processes) if only is None else only:
+            settings = {
+                "coordinator_address": f"127.0.0.1:{self.port}",
+                "num_processes": num_processes,
+                "process_id": index,
+            }
+            environment = _environment(devices)
+            if environment_variables:  # JAX_COORDINATOR_ADDRESS=... instead of the flags.
+                environment.update({f"JAX_{k.upper()}": str(v) for k, v in settings.items()})
             flags = [
                 CONFIG,
                 f"--workdir={workdir}",
                 "--distributed",
-                f"--coordinator_address=127.0.0.1:{self.port}",
-                f"--num_processes={num_processes}",
-                f"--process_id={index}",
+                *([] if environment_variables else [f"--{k}={v}" for k, v in settings.items()]),
                 *args,
                 *(per_process or {}).get(index, []),
             ]
@@ -102,7 +110,7 @@ class _Processes:
                 self.children[index] = subprocess.Popen(
                     [*command, *flags],
                     cwd=REPO_ROOT,
-                    env=_environment(devices),
+                    env=environment,
                     stdout=log,
                     stderr=subprocess.STDOUT,
                 )
@@ -261,7 +269,7 @@ def test_a_run_saved_by_two_processes_resumes_on_one(two_process_run, one_proces
 @pytest.mark.slow
 def test_a_run_saved_by_one_process_resumes_on_two(one_process_run, tmp_path):
     workdir = _drop_last_epoch(one_process_run, tmp_path / "run")
-    processes = _Processes(workdir)
+    processes = _Processes(workdir, environment_variables=True)
     assert processes.wait() == [0, 0], processes.tail()
     _assert_same_training(workdir, one_process_run)
 
