@@ -7,7 +7,7 @@
 
 Layout of `workdir`:
   config.json                     the resolved config (written once the config is validated)
-  checkpoints/<gan>/<epoch>/      orbax checkpoints (state, data-iterator position, meta)
+  checkpoints/<gan>/<epoch>/      orbax checkpoints (state, meta with the data position)
   samples/<class>/epoch_XXXX.png  sample grids from fixed latents
   plots/                          loss curves, FID against epoch
   metrics.jsonl                   one record per training step

@@ -5,8 +5,10 @@ directory under `workdir/checkpoints/`. A checkpoint is an orbax `Composite` of 
 
   state      the train-state pytree (params, batch stats, optimiser states, step), `PyTreeSave`,
              so that part of it (the generator alone, for sampling) can be restored by itself;
-  data_iter  the grain iterator's position (grain's orbax handler): resume sees the same data;
-  meta       JSON: epoch, step, the model config and parameter shapes (for the architecture check).
+  data_iter  optional: a grain iterator's position (grain's orbax handler, one file per process);
+  meta       JSON: epoch, step, the model config and parameter shapes (for the architecture check);
+             the GAN loop adds its data position there, counted in global batches, which any
+             number of processes can resume from (grain's files belong to one process count).
 
 Checkpoints are numbered by epoch. Orbax writes each into a temporary directory and renames it only
 once complete, so a process killed while saving leaves the earlier checkpoints intact and the
