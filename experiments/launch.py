@@ -90,9 +90,9 @@ def init_jax(*, multi_process: bool = False) -> None:
         if not multi_process:
             launcher = os.path.splitext(os.path.basename(sys.argv[0]))[0]
             raise errors.ConfigError(
-                f"--distributed: experiments.{launcher} is single-process; it already uses every "
-                "device of this host. Run it as one process without --distributed (only "
-                "experiments.train_gan runs as several processes)."
+                f"--distributed: experiments.{launcher} is single-process; run it as one process "
+                "on one host, without --distributed (only experiments.train_gan runs as several "
+                "processes)."
             )
         _initialize_distributed()
     logging.info(

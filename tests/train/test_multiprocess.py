@@ -362,8 +362,8 @@ def test_single_process_launchers_refuse_distributed(module, tmp_path):
     )
     assert child.returncode == 1, child.stderr
     assert (
-        f"error: --distributed: experiments.{module} is single-process; it already uses every "
-        "device of this host."
+        f"error: --distributed: experiments.{module} is single-process; run it as one process on "
+        "one host, without --distributed (only experiments.train_gan runs as several processes)."
     ) in child.stderr
 
 
