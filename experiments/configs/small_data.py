@@ -20,17 +20,17 @@ _AUGMENT = "color,translation,cutout"
 ARMS = (
     "reports: train.per_class=True",
     "joint:",
-    f"diffaugment: train.diffaugment={_AUGMENT}",
-    "ada: train.ada=True",
-    "r1: train.r1_weight=1.0",
-    "spectral_norm: model.spectral_norm=True; model.d_norm=none",
-    "hinge: train.loss=hinge",
-    "least_squares: train.loss=least_squares",
-    "wgan_gp: train.loss=wgan_gp; model.d_norm=layer",
-    "projection: model.conditioning=projection",
-    "acgan: model.conditioning=acgan",
     f"combined: train.diffaugment={_AUGMENT}; model.spectral_norm=True; model.d_norm=none; "
     "train.loss=hinge; model.conditioning=projection",
+    f"diffaugment: train.diffaugment={_AUGMENT}",
+    "spectral_norm: model.spectral_norm=True; model.d_norm=none",
+    "ada: train.ada=True",
+    "r1: train.r1_weight=1.0",
+    "hinge: train.loss=hinge",
+    "projection: model.conditioning=projection",
+    "acgan: model.conditioning=acgan",
+    "wgan_gp: train.loss=wgan_gp; model.d_norm=layer",
+    "least_squares: train.loss=least_squares",
 )
 
 
