@@ -188,3 +188,59 @@ def test_interleave_phases_places_windows():
     # Pixel (2m + ry, 2n + rx) is window (m + ry, n + rx), channel ry*2 + rx.
     for m, n, ry, rx in np.ndindex(2, 2, 2, 2):
         assert out[0, 2 * m + ry, 2 * n + rx, 0] == windows[0, m + ry, n + rx, ry * 2 + rx]
+
+
+# bfloat16 keeps 8 significant bits (relative spacing 2^-8 ~ 0.4%); a sum of K products of
+# rounded inputs has a random-sign error of about 2^-8 of the output's scale. 2% of the largest
+# |expected| value leaves a margin of about 5x, and is far below any wrong tap or phase.
+BF16_TOLERANCE = 0.02
+
+
+@pytest.mark.parametrize(
+    ("module", "shape", "features"),
+    [
+        (layers.UpConv2x, (2, 8, 8, 3), 8),  # the phase form
+        (layers.UpConv2x, (2, 4, 4, 3), 8),  # lax.conv_transpose
+        (layers.DownConv2x, (2, 8, 8, 3), 8),  # input gradient by lax.conv_transpose
+        (layers.DownConv2x, (2, 32, 32, 3), 8),  # input gradient by the phase form
+    ],
+)
+def test_bfloat16_layers_compute_in_bfloat16_and_keep_float32_gradients(module, shape, features):
+    """Mixed precision: a bf16 layer's kernel is float32, its convolutions (custom VJPs
+    included) run in bf16, and the gradients reaching the float32 kernel and input are float32
+    and match float32's within bf16's precision."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=shape), jnp.float32)
+    mixed, full = module(features, dtype=jnp.bfloat16), module(features)
+    variables = mixed.init(jax.random.key(0), x)
+    assert variables["params"]["kernel"].dtype == jnp.float32
+    output, pullback = jax.vjp(lambda v, x: mixed.apply(v, x), variables, x)
+    reference, reference_pullback = jax.vjp(lambda v, x: full.apply(v, x), variables, x)
+    assert output.dtype == jnp.bfloat16 and reference.dtype == jnp.float32
+    cotangent = jnp.asarray(rng.normal(size=reference.shape), jnp.float32)
+    kernel_grad, x_grad = pullback(cotangent.astype(jnp.bfloat16))
+    reference_kernel_grad, reference_x_grad = reference_pullback(cotangent)
+    pairs = {
+        "output": (output, reference),
+        "kernel gradient": (
+            kernel_grad["params"]["kernel"],
+            reference_kernel_grad["params"]["kernel"],
+        ),
+        "input gradient": (x_grad, reference_x_grad),
+    }
+    for name, (got, expected) in pairs.items():
+        if name != "output":
+            assert got.dtype == jnp.float32, name
+        error = float(jnp.max(jnp.abs(got.astype(jnp.float32) - expected)))
+        scale = float(jnp.max(jnp.abs(expected)))
+        assert 0 < error <= BF16_TOLERANCE * scale, (name, error, scale)
+
+
+@pytest.mark.parametrize("function", [layers.up_conv_2x, layers.down_conv_2x])
+def test_custom_vjps_take_bfloat16_and_return_cotangents_in_its_dtype(function):
+    """`jax.custom_vjp` wants cotangents in the primal's dtype: bf16 in, bf16 out, no upcast."""
+    x = jnp.ones((2, 8, 8, 8), jnp.bfloat16)
+    kernel = jnp.full((4, 4, 8, 8), 0.5, jnp.bfloat16)
+    output, pullback = jax.vjp(function, x, kernel)
+    x_grad, kernel_grad = pullback(jnp.ones_like(output))
+    assert output.dtype == x_grad.dtype == kernel_grad.dtype == jnp.bfloat16

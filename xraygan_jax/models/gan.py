@@ -57,10 +57,21 @@ Calls, for both kinds:
 With train=True, pass mutable=["batch_stats"] (and rngs={"dropout": key} to the FC
 discriminator). Every module takes `axis_name`: BatchNorm then averages its batch statistics
 over that mapped axis (inside shard_map or pmap), so they are those of the global batch.
+
+Mixed precision (`dtype`, config.train.compute_dtype): every module takes `dtype`, the dtype its
+activations and convolutions/matmuls run in (jnp.bfloat16 for accelerators). Parameters stay
+float32 (Flax's param_dtype), and are cast to `dtype` where used, so the gradients and the
+optimiser state are float32. BatchNorm and LayerNorm get `dtype` as their output dtype only: Flax
+computes their statistics, running averages and normalisation in float32
+(force_float32_reductions), then casts the result; spectral normalisation works on the float32
+kernels. G's images and D's logits are returned as float32, and the projection and ACGAN heads
+run in float32 on D's pooled features, so sampling, FID and the losses run in float32 whatever
+`dtype` is.
 """
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -73,6 +84,8 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128)  # the dcgan architecture; fcgan takes any
 KINDS = ("dcgan", "fcgan")
 CONDITIONINGS = ("plane", "projection", "acgan")
 D_NORMS = ("batch", "layer", "none")
+# config.train.compute_dtype -> the modules' `dtype`.
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 # PyTorch BatchNorm2d's epsilon; Keras BatchNormalization's.
 _TORCH_BN_EPSILON = 1e-5
@@ -103,10 +116,27 @@ def num_up_convs(image_size: int) -> int:
     return int(math.log2(image_size)) - 2
 
 
-def _dcgan_batch_norm(train: bool, momentum: float, axis_name: str | None) -> nn.BatchNorm:
+def compute_dtype(name: str) -> Any:
+    """The modules' `dtype` for config.train.compute_dtype ("float32" or "bfloat16").
+
+    Raises:
+        ValueError: an unknown name (the message lists the valid ones and names the flag).
+    """
+    if name not in COMPUTE_DTYPES:
+        raise ValueError(
+            f"compute_dtype {name!r} is unknown; use one of: {', '.join(COMPUTE_DTYPES)} "
+            "(--config.train.compute_dtype)"
+        )
+    return COMPUTE_DTYPES[name]
+
+
+def _dcgan_batch_norm(
+    train: bool, momentum: float, axis_name: str | None, dtype: Any = jnp.float32
+) -> nn.BatchNorm:
     """PyTorch's BatchNorm2d as the DCGAN tutorial uses it (eps 1e-5, scale normal(1, 0.02)).
 
     Called inside a compact method, so it becomes a submodule of the caller (BatchNorm_i).
+    `dtype` is the output's; statistics and normalisation are float32 (module docstring).
     """
     return nn.BatchNorm(
         use_running_average=not train,
@@ -114,6 +144,7 @@ def _dcgan_batch_norm(train: bool, momentum: float, axis_name: str | None) -> nn
         epsilon=_TORCH_BN_EPSILON,
         scale_init=layers.dcgan_scale_init,
         axis_name=axis_name,
+        dtype=dtype,
     )
 
 
@@ -211,13 +242,14 @@ class DCGenerator(nn.Module):
     embed_dim: int = 50
     bn_momentum: float = 0.9
     axis_name: str | None = None
+    dtype: Any = jnp.float32  # activations and convolutions; params float32 (module docstring)
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
         num_up = num_up_convs(self.image_size)
 
         def batch_norm(x: jax.Array) -> jax.Array:
-            return _dcgan_batch_norm(train, self.bn_momentum, self.axis_name)(x)
+            return _dcgan_batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x)
 
         embedding = nn.Embed(
             self.num_classes, self.embed_dim, embedding_init=_embedding_init, name="label_embedding"
@@ -225,13 +257,17 @@ class DCGenerator(nn.Module):
         x = jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1)
         width = self.ngf * 2 ** (num_up - 1)
         x = nn.Dense(
-            16 * width, use_bias=False, kernel_init=layers.dcgan_kernel_init, name="project"
+            16 * width,
+            use_bias=False,
+            kernel_init=layers.dcgan_kernel_init,
+            dtype=self.dtype,
+            name="project",
         )(x)
         x = nn.relu(batch_norm(x.reshape(x.shape[0], 4, 4, width)))
         for _ in range(num_up - 1):
             width //= 2
-            x = nn.relu(batch_norm(layers.UpConv2x(width)(x)))
-        return jnp.tanh(layers.UpConv2x(1)(x))
+            x = nn.relu(batch_norm(layers.UpConv2x(width, dtype=self.dtype)(x)))
+        return jnp.tanh(layers.UpConv2x(1, dtype=self.dtype)(x).astype(jnp.float32))
 
 
 class DCDiscriminator(nn.Module):
@@ -245,6 +281,7 @@ class DCDiscriminator(nn.Module):
     d_norm: str = "batch"
     spectral_norm: bool = False
     axis_name: str | None = None
+    dtype: Any = jnp.float32  # activations and convolutions; params float32 (module docstring)
 
     @nn.compact
     def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
@@ -257,17 +294,25 @@ class DCDiscriminator(nn.Module):
             plane = _label_plane(labels, self.num_classes, self.image_size)
             x = jnp.concatenate([x, plane.astype(x.dtype)], axis=-1)
         for index in range(num_down):
-            x = weighted(layers.DownConv2x(self.ndf * 2**index), x)
+            x = weighted(layers.DownConv2x(self.ndf * 2**index, dtype=self.dtype), x)
             if index > 0 and self.d_norm == "batch":
-                x = _dcgan_batch_norm(train, self.bn_momentum, self.axis_name)(x)
+                x = _dcgan_batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x)
             elif index > 0 and self.d_norm == "layer":
-                x = nn.LayerNorm(epsilon=_TORCH_BN_EPSILON, reduction_axes=(1, 2, 3))(x)
+                x = nn.LayerNorm(
+                    epsilon=_TORCH_BN_EPSILON, reduction_axes=(1, 2, 3), dtype=self.dtype
+                )(x)
             x = nn.leaky_relu(x, _LEAKY_SLOPE)
         last = nn.Conv(
-            1, (4, 4), padding="VALID", use_bias=False, kernel_init=layers.dcgan_kernel_init
+            1,
+            (4, 4),
+            padding="VALID",
+            use_bias=False,
+            kernel_init=layers.dcgan_kernel_init,
+            dtype=self.dtype,
         )
-        logits = weighted(last, x).reshape(x.shape[0])
-        features = jnp.mean(x, axis=(1, 2))
+        # The losses, and the projection or ACGAN head, run in float32.
+        logits = weighted(last, x).reshape(x.shape[0]).astype(jnp.float32)
+        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
         return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
 
 
@@ -280,6 +325,7 @@ class FCGenerator(nn.Module):
     embed_dim: int = 50
     bn_momentum: float = 0.8
     axis_name: str | None = None
+    dtype: Any = jnp.float32  # activations and matmuls; params float32 (module docstring)
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
@@ -288,18 +334,22 @@ class FCGenerator(nn.Module):
         )(labels)
         x = jnp.concatenate([z, embedding.astype(z.dtype)], axis=-1)
         for width in self.features:
-            x = nn.Dense(width, kernel_init=nn.initializers.glorot_uniform())(x)
+            x = nn.Dense(width, kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype)(x)
             x = nn.leaky_relu(x, _LEAKY_SLOPE)
             x = nn.BatchNorm(
                 use_running_average=not train,
                 momentum=self.bn_momentum,
                 epsilon=_KERAS_BN_EPSILON,
                 axis_name=self.axis_name,
+                dtype=self.dtype,
             )(x)
         x = nn.Dense(
-            self.image_size * self.image_size, kernel_init=nn.initializers.glorot_uniform()
+            self.image_size * self.image_size,
+            kernel_init=nn.initializers.glorot_uniform(),
+            dtype=self.dtype,
         )(x)
-        return jnp.tanh(x).reshape(x.shape[0], self.image_size, self.image_size, 1)
+        x = jnp.tanh(x.astype(jnp.float32))
+        return x.reshape(x.shape[0], self.image_size, self.image_size, 1)
 
 
 class FCDiscriminator(nn.Module):
@@ -319,6 +369,7 @@ class FCDiscriminator(nn.Module):
     d_norm: str = "none"
     spectral_norm: bool = False
     axis_name: str | None = None
+    dtype: Any = jnp.float32  # activations and matmuls; params float32 (module docstring)
 
     @nn.compact
     def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
@@ -331,18 +382,25 @@ class FCDiscriminator(nn.Module):
             plane = _label_plane(labels, self.num_classes, self.image_size)
             x = jnp.concatenate([x, plane.reshape(x.shape[0], -1).astype(x.dtype)], axis=-1)
         for width in self.features:
-            x = weighted(nn.Dense(width, kernel_init=nn.initializers.glorot_uniform()), x)
+            dense = nn.Dense(width, kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype)
+            x = weighted(dense, x)
             if self.d_norm == "layer":
-                x = nn.LayerNorm()(x)
+                x = nn.LayerNorm(dtype=self.dtype)(x)
             x = nn.leaky_relu(x, self.negative_slope)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
-        last = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform())
-        logits = weighted(last, x).reshape(x.shape[0])
-        return _heads(logits, x, labels, self.num_classes, self.conditioning, weighted)
+        last = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype)
+        # The losses, and the projection or ACGAN head, run in float32.
+        logits = weighted(last, x).reshape(x.shape[0]).astype(jnp.float32)
+        features = x.astype(jnp.float32)
+        return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
 
 
 def make_gan(
-    model_config: ml_collections.ConfigDict, *, image_size: int, num_classes: int
+    model_config: ml_collections.ConfigDict,
+    *,
+    image_size: int,
+    num_classes: int,
+    dtype: Any = jnp.float32,
 ) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair that `model_config` describes.
 
@@ -354,6 +412,8 @@ def make_gan(
             none there).
         image_size: side of the square images; 32, 64 or 128 for dcgan, any for fcgan.
         num_classes: number of labels the GAN is conditioned on.
+        dtype: the dtype of activations and convolutions, `compute_dtype(config.train.
+            compute_dtype)`; parameters are float32 either way (module docstring).
 
     Returns:
         (generator, discriminator), unbound Linen modules.
@@ -375,6 +435,7 @@ def make_gan(
             ngf=model_config.ngf,
             embed_dim=model_config.embed_dim,
             bn_momentum=model_config.bn_momentum,
+            dtype=dtype,
         )
         discriminator = DCDiscriminator(
             image_size=image_size,
@@ -384,6 +445,7 @@ def make_gan(
             bn_momentum=model_config.bn_momentum,
             d_norm=model_config.get("d_norm", "batch"),
             spectral_norm=bool(model_config.get("spectral_norm", False)),
+            dtype=dtype,
         )
     elif kind == "fcgan":
         generator = FCGenerator(
@@ -392,6 +454,7 @@ def make_gan(
             features=tuple(model_config.g_features),
             embed_dim=model_config.embed_dim,
             bn_momentum=model_config.bn_momentum,
+            dtype=dtype,
         )
         discriminator = FCDiscriminator(
             image_size=image_size,
@@ -401,6 +464,7 @@ def make_gan(
             conditioning=model_config.conditioning,
             d_norm=model_config.get("d_norm", "batch"),
             spectral_norm=bool(model_config.get("spectral_norm", False)),
+            dtype=dtype,
         )
     else:
         raise ValueError(f"model kind {kind!r} is unknown; use one of: {', '.join(KINDS)}")
