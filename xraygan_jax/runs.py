@@ -68,7 +68,12 @@ def gan_key(config: ml_collections.ConfigDict, stream: int, label: int | None) -
 def build_models(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
     """The (generator, discriminator) Linen modules of a config."""
     num_classes = len(sources.class_names(config.data))
-    return gan.make_gan(config.model, image_size=config.data.image_size, num_classes=num_classes)
+    return gan.make_gan(
+        config.model,
+        image_size=config.data.image_size,
+        num_classes=num_classes,
+        dtype=gan.compute_dtype(config.train.get("compute_dtype", "float32")),
+    )
 
 
 def _abstract_variables(module, *inputs) -> dict[str, Any]:

@@ -86,6 +86,10 @@ def get_config() -> ml_collections.ConfigDict:
     # ACGAN discriminators (model.conditioning = "acgan"): weight of the class cross-entropy.
     config.train.acgan_weight = 1.0
     config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
+    # Activations and convolutions in "float32" or "bfloat16" (mixed precision, for GPUs/TPUs:
+    # params, optimiser state, BatchNorm statistics and losses stay float32). Off by default:
+    # measured slower on CPU (docs/performance.md, "Mixed precision (bfloat16)").
+    config.train.compute_dtype = "float32"
     config.train.checkpoint_every_epochs = 20
     config.train.sample_every_epochs = 5
     config.train.log_every_steps = 20

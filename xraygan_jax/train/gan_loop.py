@@ -76,7 +76,10 @@ def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.
         state = jax.jit(gan_loop.make_init(config, num_classes=2))(jax.random.key(0))
     """
     generator, discriminator = gan.make_gan(
-        config.model, image_size=config.data.image_size, num_classes=num_classes
+        config.model,
+        image_size=config.data.image_size,
+        num_classes=num_classes,
+        dtype=gan.compute_dtype(config.train.get("compute_dtype", "float32")),
     )
     return functools.partial(
         state_lib.create_gan_state,
@@ -127,6 +130,10 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     """
     multihost.check_same_config(config)
     check_model_options(config)
+    try:
+        gan.compute_dtype(config.train.get("compute_dtype", "float32"))
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from error
     try:
         class_names = sources.class_names(config.data)
         runs.build_models(config)
