@@ -16,7 +16,10 @@ median step time.
     python -m experiments.benchmarks.gan_step
     python -m experiments.benchmarks.gan_step --batch_size=64 --rounds=5 --torch_compile=false
 
-Without torch installed it times the JAX side alone.
+Without torch installed it times the JAX side alone. Mixed precision (config.train.compute_dtype)
+beside float32, JAX only:
+
+    python -m experiments.benchmarks.gan_step --torch=false --jax_compute_dtypes=float32,bfloat16
 """
 
 import statistics
@@ -39,13 +42,19 @@ _STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 3, "Steps timed per r
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 2, "torch.set_num_threads.")
 _TORCH_COMPILE = flags.DEFINE_bool("torch_compile", True, "Also time torch.compile'd networks.")
 _TORCH = flags.DEFINE_bool("torch", True, "Time the PyTorch reference (needs torch).")
+_JAX_COMPUTE_DTYPES = flags.DEFINE_list(
+    "jax_compute_dtypes",
+    ["float32"],
+    "config.train.compute_dtype values to time the JAX step with, each in its own process.",
+)
 
 NUM_CLASSES = 2
 
 
-def _jax_side(config, batch_size: int, image_size: int):
+def _jax_side(config, batch_size: int, image_size: int, compute_dtype: str = "float32"):
     """(initial GANState, a function running one step and waiting for it)."""
     config.data.image_size = image_size
+    config.train.compute_dtype = compute_dtype
     initial_state = jax.jit(gan_loop.make_init(config, NUM_CLASSES))(jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
@@ -216,10 +225,14 @@ def _torch_step_fn(torch, config, generator, discriminator, batch, nz: int):
     return step
 
 
-def _jax_runner(batch_size: int, image_size: int):
+def _jax_runner(batch_size: int, image_size: int, compute_dtype: str = "float32"):
     """Builds the JAX step in this process: a function running one step."""
-    _, _, run_step = _jax_side(dcgan_config.get_config(), batch_size, image_size)
+    _, _, run_step = _jax_side(dcgan_config.get_config(), batch_size, image_size, compute_dtype)
     return run_step
+
+
+def _jax_name(compute_dtype: str) -> str:
+    return "JAX (xraygan_jax, jit)" if compute_dtype == "float32" else f"JAX {compute_dtype}"
 
 
 def _torch_runner(batch_size, image_size, torch_weights, threads: int, compile_modules: bool):
@@ -274,8 +287,13 @@ def main(argv):
         f"{image_size}x{image_size}, nz {config.model.nz}, ngf {config.model.ngf}, "
         f"ndf {config.model.ndf}"
     )
+    for compute_dtype in _JAX_COMPUTE_DTYPES.value:
+        gan.compute_dtype(compute_dtype)  # an unknown name fails here, before any process starts
     torch_weights = _torch_weights(config, batch_size, image_size) if _TORCH.value else None
-    factories = {"JAX (xraygan_jax, jit)": (_jax_runner, (batch_size, image_size))}
+    factories = {
+        _jax_name(compute_dtype): (_jax_runner, (batch_size, image_size, compute_dtype))
+        for compute_dtype in _JAX_COMPUTE_DTYPES.value
+    }
     if torch_weights is not None:
         for name, compile_modules in (("PyTorch eager", False), ("PyTorch torch.compile", True)):
             if compile_modules and not _TORCH_COMPILE.value:
@@ -301,6 +319,14 @@ def main(argv):
         "(ratio > 1: faster than PyTorch eager; median over rounds of per-round medians; "
         "each implementation in its own process)"
     )
+    float32 = medians.get(_jax_name("float32"))
+    for compute_dtype in _JAX_COMPUTE_DTYPES.value:
+        if compute_dtype != "float32" and float32:
+            seconds = medians[_jax_name(compute_dtype)]
+            print(
+                f"JAX {compute_dtype} against float32: {1000 * seconds:.0f} against "
+                f"{1000 * float32:.0f} ms/step, {float32 / seconds:.2f}x float32's speed"
+            )
 
 
 if __name__ == "__main__":
