@@ -83,9 +83,12 @@ def _say(kind: str, payload) -> None:
     print(f"{_TAG}{kind} {json.dumps(payload)}", flush=True)
 
 
-def _all_reduces(hlo: str) -> tuple[int, int]:
-    """(number of all-reduce ops, bytes they reduce) in compiled HLO text (async starts count)."""
-    count = total = 0
+def _all_reduces(hlo: str) -> tuple[int, int, int]:
+    """(all-reduce ops, arrays they reduce, bytes) in compiled HLO text (async starts count).
+
+    XLA combines the all-reduces of several arrays into one op of a tuple.
+    """
+    count = arrays = total = 0
     for line in hlo.splitlines():
         match = re.search(r"=\s*(.*?)\s+all-reduce(?:-start)?\(", line)
         if not match:
@@ -95,8 +98,46 @@ def _all_reduces(hlo: str) -> tuple[int, int]:
             size = 1
             for dim in filter(None, dims.split(",")):
                 size *= int(dim)
+            arrays += 1
             total += size * _BYTES.get(dtype, 4)
-    return count, total
+    return count, arrays, total
+
+
+def _all_reduce_ms(mesh, shapes: list[tuple[int, ...]], repeats: int = 5) -> float:
+    """Median ms of one all-reduce (psum over the mesh) of float32 arrays of `shapes` per device.
+
+    One psum of all the arrays, as the step all-reduces a gradient tree: XLA may combine them
+    into one op, but the collective library still handles them array by array.
+    """
+    import jax
+    import numpy as np
+    from jax.sharding import PartitionSpec
+
+    from xraygan_jax.train import sharding
+
+    local = sum(device.process_index == jax.process_index() for device in mesh.devices.flat)
+    values = [
+        jax.make_array_from_process_local_data(
+            sharding.batch_sharding(mesh), np.ones((local, *shape), np.float32)
+        )
+        for shape in shapes
+    ]
+    spec = PartitionSpec(sharding.DATA_AXIS)
+    reduce = jax.jit(
+        jax.shard_map(
+            lambda *parts: jax.lax.psum(parts, sharding.DATA_AXIS),
+            mesh=mesh,
+            in_specs=spec,
+            out_specs=spec,
+        )
+    )
+    jax.block_until_ready(reduce(*values))
+    seconds = []
+    for _ in range(repeats):
+        began = time.perf_counter()
+        jax.block_until_ready(reduce(*values))
+        seconds.append(time.perf_counter() - began)
+    return 1000 * statistics.median(seconds)
 
 
 def _probe() -> None:
@@ -183,7 +224,7 @@ def _run_child() -> None:
         donate_argnums=0,
     )
     train_step = train_step.lower(state, batch, np.int32(0)).compile()
-    all_reduce_count, all_reduce_bytes = _all_reduces(train_step.as_text())
+    all_reduce_count, all_reduce_arrays, all_reduce_bytes = _all_reduces(train_step.as_text())
     holder = {"state": state, "step": 0}
 
     def run(num_steps: int) -> None:
@@ -194,6 +235,11 @@ def _run_child() -> None:
 
     run(2)  # compilation, warm-up
     count = lambda tree: sum(int(np.prod(leaf.shape)) for leaf in jax.tree.leaves(tree))  # noqa: E731
+    # What one collective costs here: a tiny one (latency, as each BatchNorm's statistics) and one
+    # of arrays shaped as all of G's and D's parameters (their gradients' all-reduce).
+    small_ms = _all_reduce_ms(mesh, [(1,)])
+    gradient_shapes = [leaf.shape for leaf in jax.tree.leaves((state.g_params, state.d_params))]
+    gradients_ms = _all_reduce_ms(mesh, gradient_shapes)
     _say(
         "ready",
         {
@@ -203,7 +249,11 @@ def _run_child() -> None:
             "g_batch_stats": count(state.g_batch_stats),
             "d_batch_stats": count(state.d_batch_stats),
             "all_reduce_ops": all_reduce_count,
+            "all_reduce_arrays": all_reduce_arrays,
             "all_reduce_bytes": all_reduce_bytes,
+            "all_reduce_4_bytes_ms": small_ms,
+            "all_reduce_gradients_ms": gradients_ms,
+            "gradient_arrays": len(gradient_shapes),
             "devices": [str(device) for device in devices],
             "dtype": str(jnp.dtype(config.train.compute_dtype)),
         },
@@ -395,6 +445,20 @@ def _print_table(results: list[dict], per_device_batch: int) -> None:
         "(speed-up: images/s against 1 device; efficiency: speed-up / devices, 100% = linear; "
         "median over rounds of the mean step time per round)"
     )
+    print()
+    print(f"{'setup':<22} {'all-reduces in the step':>32} {'one all-reduce of 4 B':>22} ", end="")
+    gradients_header = f"of the gradients ({results[0]['gradient_arrays']} arrays)"
+    print(f"{gradients_header:>30}")
+    for row in results:
+        in_step = (
+            f"{row['all_reduce_ops']} ops, {row['all_reduce_arrays']} arrays, "
+            f"{row['all_reduce_bytes'] / 1e6:.1f} MB"
+        )
+        gradients = f"{row['all_reduce_gradients_ms']:.1f} ms"
+        print(
+            f"{row['name']:<22} {in_step:>32} {row['all_reduce_4_bytes_ms']:>19.2f} ms "
+            f"{gradients:>30}"
+        )
 
 
 def _parent() -> None:
@@ -456,12 +520,11 @@ def _parent() -> None:
         )
     print()
     _print_table(results, _PER_DEVICE_BATCH.value)
-    widest = max(results, key=lambda result: result["devices"])
+    first = results[0]
     print(
-        f"parameters: G {widest['g_params']:,}, D {widest['d_params']:,} (float32: "
-        f"{4 * (widest['g_params'] + widest['d_params']) / 1e6:.1f} MB of gradients per step); "
-        f"{widest['name']}: {widest['all_reduce_ops']} all-reduce ops, "
-        f"{widest['all_reduce_bytes'] / 1e6:.1f} MB per step in the compiled step"
+        f"parameters: G {first['g_params']:,}, D {first['d_params']:,} (float32: "
+        f"{4 * (first['g_params'] + first['d_params']) / 1e6:.1f} MB of gradients per step); "
+        "the all-reduces are counted in the compiled step (1 device: none)"
     )
     if platform_name == "cpu":
         print(
