@@ -83,24 +83,33 @@ def _say(kind: str, payload) -> None:
     print(f"{_TAG}{kind} {json.dumps(payload)}", flush=True)
 
 
-def _all_reduces(hlo: str) -> tuple[int, int, int]:
-    """(all-reduce ops, arrays they reduce, bytes) in compiled HLO text (async starts count).
+_SMALL_BYTES = 64 * 1024  # an all-reduce under this is latency-bound (BatchNorm statistics)
+
+
+def _all_reduces(hlo: str) -> dict[str, int]:
+    """The all-reduce ops of compiled HLO text (async starts count): how many, of how many arrays,
+    how many bytes, and how many of them (and their bytes) are small (under _SMALL_BYTES).
 
     XLA combines the all-reduces of several arrays into one op of a tuple.
     """
-    count = arrays = total = 0
+    found = {"ops": 0, "arrays": 0, "bytes": 0, "small_ops": 0, "small_bytes": 0}
     for line in hlo.splitlines():
         match = re.search(r"=\s*(.*?)\s+all-reduce(?:-start)?\(", line)
         if not match:
             continue
-        count += 1
+        op_bytes = 0
         for dtype, dims in re.findall(r"\b([a-z]+\d*)\[([\d,]*)\]", match.group(1)):
             size = 1
             for dim in filter(None, dims.split(",")):
                 size *= int(dim)
-            arrays += 1
-            total += size * _BYTES.get(dtype, 4)
-    return count, arrays, total
+            found["arrays"] += 1
+            op_bytes += size * _BYTES.get(dtype, 4)
+        found["ops"] += 1
+        found["bytes"] += op_bytes
+        if op_bytes < _SMALL_BYTES:
+            found["small_ops"] += 1
+            found["small_bytes"] += op_bytes
+    return found
 
 
 def _all_reduce_ms(mesh, shapes: list[tuple[int, ...]], repeats: int = 5) -> float:
@@ -224,7 +233,9 @@ def _run_child() -> None:
         donate_argnums=0,
     )
     train_step = train_step.lower(state, batch, np.int32(0)).compile()
-    all_reduce_count, all_reduce_arrays, all_reduce_bytes = _all_reduces(train_step.as_text())
+    all_reduces = _all_reduces(train_step.as_text())
+    costs = train_step.cost_analysis()
+    costs = costs[0] if isinstance(costs, list) else costs
     holder = {"state": state, "step": 0}
 
     def run(num_steps: int) -> None:
@@ -248,9 +259,9 @@ def _run_child() -> None:
             "d_params": count(state.d_params),
             "g_batch_stats": count(state.g_batch_stats),
             "d_batch_stats": count(state.d_batch_stats),
-            "all_reduce_ops": all_reduce_count,
-            "all_reduce_arrays": all_reduce_arrays,
-            "all_reduce_bytes": all_reduce_bytes,
+            **{f"all_reduce_{key}": value for key, value in all_reduces.items()},
+            # XLA's count for one device's share of the step (the global step / devices).
+            "gflop_per_device_step": float(costs.get("flops", float("nan"))) / 1e9,
             "all_reduce_4_bytes_ms": small_ms,
             "all_reduce_gradients_ms": gradients_ms,
             "gradient_arrays": len(gradient_shapes),
@@ -446,17 +457,18 @@ def _print_table(results: list[dict], per_device_batch: int) -> None:
         "median over rounds of the mean step time per round)"
     )
     print()
-    print(f"{'setup':<22} {'all-reduces in the step':>32} {'one all-reduce of 4 B':>22} ", end="")
+    print(f"{'setup':<22} {'all-reduces in the step':>48} {'one all-reduce of 4 B':>22} ", end="")
     gradients_header = f"of the gradients ({results[0]['gradient_arrays']} arrays)"
     print(f"{gradients_header:>30}")
     for row in results:
         in_step = (
-            f"{row['all_reduce_ops']} ops, {row['all_reduce_arrays']} arrays, "
+            f"{row['all_reduce_ops']} ops ({row['all_reduce_small_ops']} small: "
+            f"{row['all_reduce_small_bytes'] / 1e3:.0f} kB), {row['all_reduce_arrays']} arrays, "
             f"{row['all_reduce_bytes'] / 1e6:.1f} MB"
         )
         gradients = f"{row['all_reduce_gradients_ms']:.1f} ms"
         print(
-            f"{row['name']:<22} {in_step:>32} {row['all_reduce_4_bytes_ms']:>19.2f} ms "
+            f"{row['name']:<22} {in_step:>48} {row['all_reduce_4_bytes_ms']:>19.2f} ms "
             f"{gradients:>30}"
         )
 
@@ -524,7 +536,9 @@ def _parent() -> None:
     print(
         f"parameters: G {first['g_params']:,}, D {first['d_params']:,} (float32: "
         f"{4 * (first['g_params'] + first['d_params']) / 1e6:.1f} MB of gradients per step); "
-        "the all-reduces are counted in the compiled step (1 device: none)"
+        f"XLA counts {first['gflop_per_device_step']:.1f} GFLOP per device per step "
+        f"({_PER_DEVICE_BATCH.value} images); the all-reduces are counted in the compiled step "
+        f"(small: under {_SMALL_BYTES // 1024} kB, latency-bound)"
     )
     if platform_name == "cpu":
         print(
