@@ -192,6 +192,36 @@ def test_bfloat16_module_outputs():
         assert stats and {leaf.dtype for leaf in stats} == {jnp.dtype(jnp.float32)}
 
 
+def test_bfloat16_with_the_discriminator_options_and_penalties():
+    """LayerNorm, spectral norm and the ACGAN head in D, and WGAN-GP (a gradient of gradients
+    through the custom VJPs, as R1's), in bf16: finite, state float32, convolutions in bf16."""
+    config = _config("dcgan", "bfloat16")
+    config.model.d_norm = "layer"
+    config.model.spectral_norm = True
+    config.model.conditioning = "acgan"
+    options = steps.StepOptions(loss="wgan_gp")
+    state = jax.jit(gan_loop.make_init(config, num_classes=2))(_key(0))
+    step = functools.partial(steps.gan_train_step, options=options)
+    batch = _phantom_batches()[0]
+    jaxpr = jax.make_jaxpr(step)(state, batch, _key(1))
+    convolutions = [
+        equation
+        for equation in _equations(jaxpr.jaxpr)
+        if equation.primitive.name == "conv_general_dilated"
+    ]
+    assert convolutions
+    assert {str(v.aval.dtype) for e in convolutions for v in e.invars} == {"bfloat16"}
+    state, metrics = jax.jit(step)(state, batch, _key(1))
+    assert all(bool(jnp.isfinite(value)) for value in metrics.values()), metrics
+    for part in ("g_params", "d_params", "d_batch_stats", "d_opt_state"):
+        floats = {
+            leaf.dtype
+            for leaf in jax.tree.leaves(getattr(state, part))
+            if jnp.issubdtype(leaf.dtype, jnp.floating)
+        }
+        assert floats == {jnp.dtype(jnp.float32)}, (part, floats)
+
+
 def test_unknown_compute_dtype_is_refused_before_training(tmp_path):
     config = _config("dcgan", "float16")
     config.data.data_dir = str(tmp_path / "tfds")

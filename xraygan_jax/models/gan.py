@@ -59,14 +59,15 @@ discriminator). Every module takes `axis_name`: BatchNorm then averages its batc
 over that mapped axis (inside shard_map or pmap), so they are those of the global batch.
 
 Mixed precision (`dtype`, config.train.compute_dtype): every module takes `dtype`, the dtype its
-activations and convolutions/matmuls run in (jnp.bfloat16 for accelerators). Parameters stay
-float32 (Flax's param_dtype), and are cast to `dtype` where used, so the gradients and the
-optimiser state are float32. BatchNorm and LayerNorm get `dtype` as their output dtype only: Flax
-computes their statistics, running averages and normalisation in float32
+activations and convolutions/matmuls run in (jnp.bfloat16 for accelerators; None, the default,
+follows the inputs and parameters as Flax does, so float32 stays float32 and float64 float64).
+Parameters stay float32 (Flax's param_dtype), and are cast to `dtype` where used, so the
+gradients and the optimiser state are float32. BatchNorm and LayerNorm get `dtype` as their
+output dtype only: Flax computes their statistics, running averages and normalisation in float32
 (force_float32_reductions), then casts the result; spectral normalisation works on the float32
-kernels. G's images and D's logits are returned as float32, and the projection and ACGAN heads
-run in float32 on D's pooled features, so sampling, FID and the losses run in float32 whatever
-`dtype` is.
+kernels. G's images and D's logits are returned in at least float32, and the projection and
+ACGAN heads run in at least float32 on D's pooled features, so sampling, FID and the losses run in
+float32 when `dtype` is bfloat16.
 """
 
 import math
@@ -84,8 +85,9 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128)  # the dcgan architecture; fcgan takes any
 KINDS = ("dcgan", "fcgan")
 CONDITIONINGS = ("plane", "projection", "acgan")
 D_NORMS = ("batch", "layer", "none")
-# config.train.compute_dtype -> the modules' `dtype`.
-COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+# config.train.compute_dtype -> the modules' `dtype`. "float32" casts nothing: the modules follow
+# their float32 parameters and inputs, exactly as before mixed precision existed.
+COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
 # PyTorch BatchNorm2d's epsilon; Keras BatchNormalization's.
 _TORCH_BN_EPSILON = 1e-5
@@ -117,7 +119,8 @@ def num_up_convs(image_size: int) -> int:
 
 
 def compute_dtype(name: str) -> Any:
-    """The modules' `dtype` for config.train.compute_dtype ("float32" or "bfloat16").
+    """The modules' `dtype` for config.train.compute_dtype: None for "float32" (no casts),
+    jnp.bfloat16 for "bfloat16".
 
     Raises:
         ValueError: an unknown name (the message lists the valid ones and names the flag).
@@ -130,8 +133,13 @@ def compute_dtype(name: str) -> Any:
     return COMPUTE_DTYPES[name]
 
 
+def _at_least_float32(x: jax.Array) -> jax.Array:
+    """x in float32 if it is in a narrower float (bf16 activations), else unchanged."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def _dcgan_batch_norm(
-    train: bool, momentum: float, axis_name: str | None, dtype: Any = jnp.float32
+    train: bool, momentum: float, axis_name: str | None, dtype: Any = None
 ) -> nn.BatchNorm:
     """PyTorch's BatchNorm2d as the DCGAN tutorial uses it (eps 1e-5, scale normal(1, 0.02)).
 
@@ -242,7 +250,7 @@ class DCGenerator(nn.Module):
     embed_dim: int = 50
     bn_momentum: float = 0.9
     axis_name: str | None = None
-    dtype: Any = jnp.float32  # activations and convolutions; params float32 (module docstring)
+    dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
@@ -267,7 +275,7 @@ class DCGenerator(nn.Module):
         for _ in range(num_up - 1):
             width //= 2
             x = nn.relu(batch_norm(layers.UpConv2x(width, dtype=self.dtype)(x)))
-        return jnp.tanh(layers.UpConv2x(1, dtype=self.dtype)(x).astype(jnp.float32))
+        return jnp.tanh(_at_least_float32(layers.UpConv2x(1, dtype=self.dtype)(x)))
 
 
 class DCDiscriminator(nn.Module):
@@ -281,7 +289,7 @@ class DCDiscriminator(nn.Module):
     d_norm: str = "batch"
     spectral_norm: bool = False
     axis_name: str | None = None
-    dtype: Any = jnp.float32  # activations and convolutions; params float32 (module docstring)
+    dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
     @nn.compact
     def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
@@ -310,9 +318,9 @@ class DCDiscriminator(nn.Module):
             kernel_init=layers.dcgan_kernel_init,
             dtype=self.dtype,
         )
-        # The losses, and the projection or ACGAN head, run in float32.
-        logits = weighted(last, x).reshape(x.shape[0]).astype(jnp.float32)
-        features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+        # The losses, and the projection or ACGAN head, run in (at least) float32.
+        logits = _at_least_float32(weighted(last, x).reshape(x.shape[0]))
+        features = jnp.mean(_at_least_float32(x), axis=(1, 2))
         return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
 
 
@@ -325,7 +333,7 @@ class FCGenerator(nn.Module):
     embed_dim: int = 50
     bn_momentum: float = 0.8
     axis_name: str | None = None
-    dtype: Any = jnp.float32  # activations and matmuls; params float32 (module docstring)
+    dtype: Any = None  # activations and matmuls; None: the inputs' (module docstring)
 
     @nn.compact
     def __call__(self, z: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
@@ -348,7 +356,7 @@ class FCGenerator(nn.Module):
             kernel_init=nn.initializers.glorot_uniform(),
             dtype=self.dtype,
         )(x)
-        x = jnp.tanh(x.astype(jnp.float32))
+        x = jnp.tanh(_at_least_float32(x))
         return x.reshape(x.shape[0], self.image_size, self.image_size, 1)
 
 
@@ -369,7 +377,7 @@ class FCDiscriminator(nn.Module):
     d_norm: str = "none"
     spectral_norm: bool = False
     axis_name: str | None = None
-    dtype: Any = jnp.float32  # activations and matmuls; params float32 (module docstring)
+    dtype: Any = None  # activations and matmuls; None: the inputs' (module docstring)
 
     @nn.compact
     def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
@@ -389,9 +397,9 @@ class FCDiscriminator(nn.Module):
             x = nn.leaky_relu(x, self.negative_slope)
             x = nn.Dropout(self.dropout_rate, deterministic=not train)(x)
         last = nn.Dense(1, kernel_init=nn.initializers.glorot_uniform(), dtype=self.dtype)
-        # The losses, and the projection or ACGAN head, run in float32.
-        logits = weighted(last, x).reshape(x.shape[0]).astype(jnp.float32)
-        features = x.astype(jnp.float32)
+        # The losses, and the projection or ACGAN head, run in (at least) float32.
+        logits = _at_least_float32(weighted(last, x).reshape(x.shape[0]))
+        features = _at_least_float32(x)
         return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
 
 
@@ -400,7 +408,7 @@ def make_gan(
     *,
     image_size: int,
     num_classes: int,
-    dtype: Any = jnp.float32,
+    dtype: Any = None,
 ) -> tuple[nn.Module, nn.Module]:
     """The (generator, discriminator) pair that `model_config` describes.
 
@@ -413,7 +421,8 @@ def make_gan(
         image_size: side of the square images; 32, 64 or 128 for dcgan, any for fcgan.
         num_classes: number of labels the GAN is conditioned on.
         dtype: the dtype of activations and convolutions, `compute_dtype(config.train.
-            compute_dtype)`; parameters are float32 either way (module docstring).
+            compute_dtype)`; None follows the inputs. Parameters are float32 either way (module
+            docstring).
 
     Returns:
         (generator, discriminator), unbound Linen modules.

@@ -244,16 +244,14 @@ class _FourByFourStrideTwo(nn.Module):
         kernel_init: initialiser of "kernel" (4, 4, C, features); DCGAN's normal(0, 0.02).
         dtype: the dtype the convolution runs in (input and kernel are cast to it), e.g.
             jnp.bfloat16 for mixed precision; None = the input's. The kernel is stored as
-            param_dtype (float32), so its gradient arrives in float32 through the cast, while
-            the custom VJPs run in `dtype` and return cotangents in their inputs' dtype (as
+            kernel_init makes it (float32), so its gradient arrives in float32 through the cast,
+            while the custom VJPs run in `dtype` and return cotangents in their inputs' dtype (as
             `jax.custom_vjp` requires).
-        param_dtype: the dtype of the stored kernel.
     """
 
     features: int
     kernel_init: Callable = dcgan_kernel_init
     dtype: Any = None
-    param_dtype: Any = jnp.float32
 
     @staticmethod
     def _apply(x: jax.Array, kernel: jax.Array) -> jax.Array:
@@ -261,9 +259,7 @@ class _FourByFourStrideTwo(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param(
-            "kernel", self.kernel_init, (4, 4, x.shape[-1], self.features), self.param_dtype
-        )
+        kernel = self.param("kernel", self.kernel_init, (4, 4, x.shape[-1], self.features))
         if self.dtype is not None:
             x = x.astype(self.dtype)
         return self._apply(x, kernel.astype(x.dtype))
