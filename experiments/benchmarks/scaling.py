@@ -536,7 +536,7 @@ def _parent() -> None:
     print(
         f"parameters: G {first['g_params']:,}, D {first['d_params']:,} (float32: "
         f"{4 * (first['g_params'] + first['d_params']) / 1e6:.1f} MB of gradients per step); "
-        f"XLA counts {first['gflop_per_device_step']:.1f} GFLOP per device per step "
+        f"XLA counts {first['gflop_per_device_step']:.2f} GFLOP per device per step "
         f"({_PER_DEVICE_BATCH.value} images); the all-reduces are counted in the compiled step "
         f"(small: under {_SMALL_BYTES // 1024} kB, latency-bound)"
     )
