@@ -5,9 +5,11 @@
 Every arm trains the reports' DC-cGAN (64x64, ngf = ndf = 64, Adam 2e-4 / 0.5, batch 64) on the
 same seeded 100 images per class for the same number of images shown (gan.train.num_images,
 thousands), then is scored per class by FID, KID and precision/recall beside the real-vs-real
-floor (docs/fid_protocol.md). "reports" is the reports' recipe itself, one GAN per class; every
-other arm is one conditional GAN on both classes (ACGAN and projection need both), so "joint" is
-the baseline the single options change. docs/small_data.md has the results.
+floor (docs/fid_protocol.md). "reports" is the reports' recipe itself, one GAN per class, each
+shown half the budget (so every class is shown as many images as in the other arms, and the
+compute is the same); every other arm is one conditional GAN on both classes (ACGAN and
+projection need both), so "joint" is the baseline the single options change.
+docs/small_data.md has the results.
 """
 
 import ml_collections
@@ -18,7 +20,8 @@ from experiments.configs import common, dcgan, study, sweep_dcgan
 _AUGMENT = "color,translation,cutout"
 
 ARMS = (
-    "reports: train.per_class=True",
+    # Per class, as many images shown as the joint arms show each class.
+    "reports: train.per_class=True; train.num_images=6.4",
     "joint:",
     f"combined: train.diffaugment={_AUGMENT}; model.spectral_norm=True; model.d_norm=none; "
     "train.loss=hinge; model.conditioning=projection",
@@ -26,6 +29,8 @@ ARMS = (
     "spectral_norm: model.spectral_norm=True; model.d_norm=none",
     "ada: train.ada=True",
     "r1: train.r1_weight=1.0",
+    # The reports' recipe with twice the images (and the compute) of every other arm.
+    "reports_double_budget: train.per_class=True",
     "hinge: train.loss=hinge",
     "projection: model.conditioning=projection",
     "acgan: model.conditioning=acgan",
