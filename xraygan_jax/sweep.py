@@ -214,8 +214,7 @@ def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str
     row["fid_mean"] = float(np.mean([r["fid"] for r in records]))
     row["kimg"] = float(sum(result.kimg for result in results.values()))
     row["samples"] = {
-        name: os.path.relpath(paths[-1], workdir)
-        for name, paths in _last_grids(folder, results).items()
+        name: os.path.relpath(path, workdir) for name, path in _last_grids(folder).items()
     }
     row["fid_gap_mean"] = float(np.mean([r["fid_matched"] - r["fid_floor"] for r in records]))
     row["train_seconds"] = train_seconds
@@ -251,12 +250,15 @@ _RECORD_FIELDS = (
 )
 
 
-def _last_grids(folder: pathlib.Path, results: dict) -> dict[str, list[str]]:
-    """{class name: the sample grids of the run, oldest first}, from the training results."""
-    grids: dict[str, list[str]] = {}
-    for result in results.values():
-        for path in result.sample_grids:
-            grids.setdefault(pathlib.Path(path).parent.name, []).append(path)
+def _last_grids(folder: pathlib.Path) -> dict[str, pathlib.Path]:
+    """{class name: the run's last sample grid}, read from its folder, so that a point whose
+    training was resumed (and sampled nothing new) still shows its grids."""
+    run = runs.Run(folder)
+    grids = {}
+    for name in run.class_names:
+        saved = sorted(run.samples_dir(name).glob("epoch_*.png"))
+        if saved:
+            grids[name] = saved[-1]
     return grids
 
 

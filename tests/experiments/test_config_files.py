@@ -1,0 +1,43 @@
+"""Every shipped GAN config (and every point of every shipped sweep) passes the option checks."""
+
+import importlib
+import pathlib
+
+import pytest
+
+from xraygan_jax import sweep
+from xraygan_jax.train import gan_loop
+
+CONFIGS = sorted(
+    path.stem
+    for path in pathlib.Path("experiments/configs").glob("*.py")
+    if path.stem not in ("__init__", "common")
+)
+
+
+def _gan_configs(name):
+    config = importlib.import_module(f"experiments.configs.{name}").get_config()
+    if "sweep" in config:
+        return [sweep.point_config(config, point) for point in sweep.points(config)]
+    if "model" in config and "nz" in config.model:
+        return [config]
+    if "gan" in config:  # the pipeline configs: a GAN job beside the study
+        job = config.gan.copy_and_resolve_references()
+        with job.unlocked():
+            job.data = config.data
+        return [job]
+    return []
+
+
+@pytest.mark.parametrize("name", CONFIGS)
+def test_shipped_config_options_are_valid(name):
+    for job in _gan_configs(name):
+        gan_loop.check_model_options(job)
+        gan_loop.check_step_options(job)
+
+
+def test_the_small_data_config_is_the_comparisons_best_arm():
+    best = importlib.import_module("experiments.configs.dcgan_small_data").get_config()
+    assert best.train.loss == "hinge" and not best.train.per_class and best.train.num_images > 0
+    arms = importlib.import_module("experiments.configs.small_data").ARMS
+    assert "hinge: train.loss=hinge" in arms
