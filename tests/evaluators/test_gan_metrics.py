@@ -170,3 +170,18 @@ def test_evaluate_gan_launcher_refuses_config_overrides_with_a_run_directory(tmp
         result.stderr
     )
     assert "Traceback" not in result.stderr
+
+
+def test_a_train_subset_has_its_own_reference_cache_entry():
+    from experiments.configs import test as test_config
+
+    data = test_config.get_config().data
+    whole = gan_metrics._reference_fingerprint(data, "train")
+    data.train_images_per_class = 12
+    subset = gan_metrics._reference_fingerprint(data, "train")
+    assert subset != whole and "train_images_per_class=12" in subset
+    # Other splits are not subset, so they keep the whole split's entry.
+    plain = test_config.get_config().data
+    assert gan_metrics._reference_fingerprint(data, "test") == (
+        gan_metrics._reference_fingerprint(plain, "test")
+    )

@@ -59,6 +59,17 @@ def _class_batches(source, label: int) -> Iterator[np.ndarray]:
         yield np.stack([np.asarray(source[int(i)]["image"]) for i in chunk])
 
 
+def _reference_fingerprint(data_config, split: str) -> str:
+    """What besides the key's fields chooses the real images: the built set, and the train
+    subset of `data.train_images_per_class` (sources.get_source), which must not share the whole
+    split's cache entry."""
+    fingerprint = sources.builder(data_config).builder_config.name
+    per_class = int(data_config.get("train_images_per_class", 0))
+    if split == "train" and per_class > 0:
+        fingerprint += f" train_images_per_class={per_class} split_seed={data_config.split_seed}"
+    return fingerprint
+
+
 def real_features(
     data_config, split: str, label: int, extractor: fid.InceptionFeatureExtractor
 ) -> np.ndarray:
@@ -73,7 +84,7 @@ def real_features(
         split=split,
         class_name=class_name,
         image_size=int(data_config.image_size),
-        fingerprint=sources.builder(data_config).builder_config.name,
+        fingerprint=_reference_fingerprint(data_config, split),
         resize=extractor.resize,
     )
     if key not in _REFERENCES:
