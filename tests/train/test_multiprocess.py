@@ -348,18 +348,23 @@ def test_a_global_batch_that_does_not_divide_over_all_devices_is_refused(tmp_pat
     assert not workdir.exists()
 
 
-@pytest.mark.parametrize(
-    "module", ["evaluate_gan", "augmentation_study", "pipeline", "sweep", "generate"]
-)
-def test_single_process_launchers_refuse_distributed(module, tmp_path):
-    child = subprocess.run(
-        [sys.executable, "-m", f"experiments.{module}", f"--workdir={tmp_path}", "--distributed"],
+def _launch_one(module: str, *args: str) -> subprocess.CompletedProcess:
+    """One process of a launcher with one fake device, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
         cwd=REPO_ROOT,
         env=_environment(1),
         capture_output=True,
         text=True,
         timeout=300,
     )
+
+
+@pytest.mark.parametrize(
+    "module", ["evaluate_gan", "augmentation_study", "pipeline", "sweep", "generate"]
+)
+def test_single_process_launchers_refuse_distributed(module, tmp_path):
+    child = _launch_one(f"experiments.{module}", f"--workdir={tmp_path}", "--distributed")
     assert child.returncode == 1, child.stderr
     assert (
         f"error: --distributed: experiments.{module} is single-process; run it as one process on "
@@ -368,20 +373,8 @@ def test_single_process_launchers_refuse_distributed(module, tmp_path):
 
 
 def test_distributed_settings_need_distributed(tmp_path):
-    child = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "experiments.train_gan",
-            CONFIG,
-            f"--workdir={tmp_path / 'run'}",
-            "--process_id=1",
-        ],  # fmt: skip
-        cwd=REPO_ROOT,
-        env=_environment(1),
-        capture_output=True,
-        text=True,
-        timeout=300,
+    child = _launch_one(
+        "experiments.train_gan", CONFIG, f"--workdir={tmp_path / 'run'}", "--process_id=1"
     )
     assert child.returncode == 1, child.stderr
     assert "error: --process_id only applies with --distributed" in child.stderr
