@@ -11,6 +11,10 @@ process and returns a function of no arguments running one timed unit of work.
 """
 
 import multiprocessing
+import os
+import pathlib
+import platform
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -76,3 +80,20 @@ def time_in_processes(
             process.join(timeout=30)
             if process.is_alive():
                 process.terminate()
+
+
+def cpu_description() -> dict:
+    """The machine's CPU, as timings must name it: model, family, logical and usable CPUs."""
+    description = {"machine": platform.machine(), "logical_cpus": os.cpu_count()}
+    if hasattr(os, "sched_getaffinity"):
+        description["usable_cpus"] = len(os.sched_getaffinity(0))
+    try:
+        text = pathlib.Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return description
+    for key, field in (("model name", "cpu_model"), ("cpu family", "cpu_family"),
+                       ("model", "cpu_model_number")):  # fmt: skip
+        match = re.search(rf"^{key}\s*:\s*(.*)$", text, re.MULTILINE)
+        if match:
+            description[field] = match.group(1).strip()
+    return description

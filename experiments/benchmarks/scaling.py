@@ -47,6 +47,8 @@ import time
 
 from absl import app, flags
 
+from experiments.benchmarks import processes
+
 _DEVICE_COUNTS = flags.DEFINE_list("device_counts", ["1", "2", "4", "8"], "Devices per row.")
 _PROCESSES = flags.DEFINE_integer(
     "processes", 2, "The multi-process row: this many processes x 1 device (0 or 1: no such row)."
@@ -372,22 +374,6 @@ def _common_arguments() -> list[str]:
     ]
 
 
-def _cpu_description() -> dict:
-    description = {"machine": platform.machine(), "logical_cpus": os.cpu_count()}
-    if hasattr(os, "sched_getaffinity"):
-        description["usable_cpus"] = len(os.sched_getaffinity(0))
-    try:
-        text = pathlib.Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return description
-    for key, field in (("model name", "cpu_model"), ("cpu family", "cpu_family"),
-                       ("model", "cpu_model_number")):  # fmt: skip
-        match = re.search(rf"^{key}\s*:\s*(.*)$", text, re.MULTILINE)
-        if match:
-            description[field] = match.group(1).strip()
-    return description
-
-
 def _setups(probe: dict) -> tuple[list[dict], list[str]]:
     """The rows to run, and notes on those skipped."""
     rows, skipped = [], []
@@ -479,7 +465,7 @@ def _parent() -> None:
     probe = probe_child.expect("probe", _TIMEOUT.value)
     probe_child.close()
     platform_name = probe["platform"]
-    machine = {"cpu": _cpu_description(), "python": platform.python_version(), **probe}
+    machine = {"cpu": processes.cpu_description(), "python": platform.python_version(), **probe}
     if platform_name == "cpu":
         machine["note"] = "fake CPU devices: all of them share the CPUs above"
     rows, skipped = _setups(probe)

@@ -7,6 +7,8 @@ in float64, so the reference is itself checked. Gradients are compared through a
 cotangent against the NumPy adjoints of that definition.
 """
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -234,6 +236,30 @@ def test_bfloat16_layers_compute_in_bfloat16_and_keep_float32_gradients(module, 
         error = float(jnp.max(jnp.abs(got.astype(jnp.float32) - expected)))
         scale = float(jnp.max(jnp.abs(expected)))
         assert 0 < error <= BF16_TOLERANCE * scale, (name, error, scale)
+
+
+@pytest.mark.parametrize("size", [8, 32])  # lax and phase forms of the input gradient
+def test_down_conv_second_derivatives_equal_strided_convs(size):
+    """R1 and WGAN-GP differentiate D's input gradient: the custom VJP must be twice right."""
+    rng = np.random.default_rng(4)
+    x = jnp.asarray(rng.normal(size=(2, size, size, 3)), jnp.float32)
+    kernel = jnp.asarray(rng.normal(size=(4, 4, 3, 8)), jnp.float32)
+    weights = jnp.asarray(rng.normal(size=(2, size // 2, size // 2, 8)), jnp.float32)
+
+    def penalty(conv, x, kernel):
+        # A nonlinearity between the convolution and the sum, as in D, so that the input
+        # gradient depends on x as well as on the kernel.
+        input_grad = jax.grad(lambda x: jnp.sum(jnp.tanh(conv(x, kernel)) * weights))(x)
+        return jnp.sum(jnp.square(input_grad))
+
+    got = jax.grad(functools.partial(penalty, layers.down_conv_2x), argnums=(0, 1))(x, kernel)
+    expected = jax.grad(functools.partial(penalty, layers.strided_conv), argnums=(0, 1))(
+        x, kernel
+    )
+    for name, got_grad, expected_grad in zip(("x", "kernel"), got, expected, strict=True):
+        scale = float(jnp.max(jnp.abs(expected_grad)))
+        assert scale > 0, name
+        np.testing.assert_allclose(got_grad, expected_grad, atol=1e-5 * scale, err_msg=name)
 
 
 @pytest.mark.parametrize("function", [layers.up_conv_2x, layers.down_conv_2x])

@@ -6,6 +6,7 @@ run that stops and resumes.
 """
 
 import functools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -257,6 +258,49 @@ def test_ada_p_survives_stop_and_resume(tmp_path_factory):
     assert saved_p > 0  # p had moved before the stop, so a reset to 0 would show
     assert float(actual.ada_p) == float(expected.ada_p) and float(expected.ada_p) != saved_p
     jax.tree.map(np.testing.assert_array_equal, expected.d_params, actual.d_params)
+
+
+def test_lazy_r1_turns_chosen_on_the_host_equal_the_in_step_cond():
+    options = steps.StepOptions(r1_weight=1.0, r1_every=2)
+    assert [options.at_step(step).r1_now for step in range(5)] == [True, False, True, False, True]
+    assert steps.StepOptions().at_step(3) == steps.StepOptions()  # no R1: one compiled step
+    train_step = jax.jit(steps.gan_train_step, static_argnames="options")
+    batch, key = _real_batch(), jax.random.key(3, impl="rbg")
+    r1_values = []
+    for step in (0, 1):
+        state = _state().replace(step=jnp.int32(step))
+        by_cond, cond_metrics = train_step(state, batch, key, options=options)
+        by_host, host_metrics = train_step(state, batch, key, options=options.at_step(step))
+        jax.tree.map(
+            functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7),
+            (by_cond.d_params, cond_metrics),
+            (by_host.d_params, host_metrics),
+        )
+        r1_values.append(float(host_metrics["d/r1"]))
+    assert r1_values[0] > 0 and r1_values[1] == 0.0, r1_values
+    # R1's turn changes D's update; the skipped turn is the step without R1.
+    without, _ = train_step(_state().replace(step=jnp.int32(1)), batch, key)
+    jax.tree.map(np.testing.assert_array_equal, without.d_params, by_host.d_params)
+
+
+def test_training_loop_takes_r1_on_every_r1_every_th_step(tmp_path_factory):
+    config = test_config.get_config()
+    config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+    config.train.per_class = False
+    config.train.r1_weight = 1.0
+    config.train.r1_every = 3
+    workdir = tmp_path_factory.mktemp("lazy_r1")
+    gan_loop.train_and_evaluate(config, workdir)
+    records = [
+        json.loads(line)
+        for line in (workdir / "metrics.jsonl").read_text().splitlines()
+        if '"d/r1"' in line
+    ]
+    # metrics.jsonl's "step" counts steps done: step s + 1 ran as state.step == s.
+    turns = [record["step"] - 1 for record in records if record["d/r1"] > 0]
+    assert len(records) >= 4 and turns == [step - 1 for step in range(1, len(records) + 1, 3)], (
+        records
+    )
 
 
 def test_acgan_adds_the_class_cross_entropy_to_both_losses():

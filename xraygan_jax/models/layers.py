@@ -130,7 +130,7 @@ def strided_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
 def transposed_conv(x: jax.Array, kernel: jax.Array) -> jax.Array:
     """ConvTranspose2d(k=4, s=2, p=1) values by whichever exact form is faster for the shape.
 
-    Forward only (no autodiff through it is needed: see `up_conv_2x` and `down_conv_2x`).
+    Not for differentiation (its autodiff is XLA's slow one): `up_conv_2x` is this with a fast VJP.
     The phase form wins from 8x8 inputs with 8 or more output channels and loses on 4x4 inputs
     and few output channels (docs/performance.md, section "Transposed convolutions").
     """
@@ -197,8 +197,11 @@ def _down_conv_2x_backward(residuals, output_grad):
     x, kernel = residuals
     # The input gradient is the transposed convolution with the in/out-swapped kernel, faster than
     # XLA's own lhs-dilated convolution (docs/performance.md, section "Transposed convolutions").
-    # The kernel gradient stays XLA's (fastest of those measured).
-    x_grad = transposed_conv(output_grad, kernel.transpose(0, 1, 3, 2))
+    # It is `up_conv_2x`, not `transposed_conv`, so that a second derivative (R1 and WGAN-GP
+    # differentiate this input gradient) takes up_conv_2x's strided-convolution VJP too, not
+    # autodiff of lax.conv_transpose (docs/performance.md, section "Gradient penalties", has the
+    # R1 step both ways). The kernel gradient stays XLA's (fastest of those measured).
+    x_grad = up_conv_2x(output_grad, kernel.transpose(0, 1, 3, 2))
     _, pullback = jax.vjp(lambda k: strided_conv(x, k), kernel)
     (kernel_grad,) = pullback(output_grad)
     return x_grad, kernel_grad

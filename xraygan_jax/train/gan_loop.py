@@ -275,14 +275,26 @@ class _Compiled:
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, mesh):
         self.abstract_state, self.init = abstract_state(config, num_classes, mesh)
         replicated = sharding.replicated(mesh)
-        self.train_step = compiler.jit(
-            functools.partial(
-                steps.gan_train_step, options=steps.StepOptions.from_config(config.train)
-            ),
+        self.options = steps.StepOptions.from_config(config.train)
+        self._shardings = dict(
             in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
             out_shardings=(replicated, replicated),
-            donate_argnums=0,
         )
+        self._train_steps = {}
+
+    def train_step(self, state, batch, key, step: int):
+        """The jitted `gan_train_step` for step number `step` (lazy R1's turn on the host).
+
+        One compilation per distinct `options.at_step(step)`: two with lazy R1, else one.
+        """
+        options = self.options.at_step(step)
+        if options not in self._train_steps:
+            self._train_steps[options] = compiler.jit(
+                functools.partial(steps.gan_train_step, options=options),
+                donate_argnums=0,
+                **self._shardings,
+            )
+        return self._train_steps[options](state, batch, key)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> dict:
@@ -436,7 +448,7 @@ def _train_one_gan(
         seen = 0
         for _ in range(steps_per_epoch):
             batch = sharding.shard_batch(next(iterator), mesh)
-            state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step))
+            state, metrics = train_step(state, batch, jax.random.fold_in(step_key, step), step)
             step += 1
             seen += batch["label"].shape[0]  # The global batch, over all processes.
             if pending is not None:

@@ -23,7 +23,7 @@ One `gan_train_step` is the PyTorch DCGAN tutorial's iteration:
 
 Options for small sets (`StepOptions`, read from config.train; docs/small_data.md compares them):
   - the loss: BCE (default), hinge, least squares or WGAN-GP (xraygan_jax.train.losses);
-  - R1 on real images, lazily every r1_every steps;
+  - R1 on real images, lazily every r1_every steps (which steps: `StepOptions.at_step`);
   - DiffAugment of every image D sees (real and fake, D and G updates);
   - ADA: the same augmentations, each applied with probability p, p kept in the state and moved
     every ada_interval steps towards E[sign(D(x_real))] = ada_target;
@@ -126,6 +126,11 @@ class StepOptions:
         gp_weight: WGAN-GP's penalty weight (used with loss "wgan_gp"; the paper's 10).
         r1_weight: R1's gamma on real images; 0 = off.
         r1_every: R1 is computed every r1_every-th step, weighted by r1_every (lazy).
+        r1_now: whether this step computes R1; None = decided inside the step from state.step
+            by `lax.cond`. `at_step(step)` decides it on the host instead, as the loops do: XLA
+            CPU ran the R1 turn inside a conditional 20x slower than outside it, so two compiled
+            steps, with R1 and without, chosen per step, are far faster there than one step
+            holding a cond (docs/performance.md, section "Gradient penalties").
         diffaugment: DiffAugment policies applied to every image D sees, real and fake, in both
             updates, e.g. "color,translation,cutout" (xraygan_jax.train.diffaugment); "" = none.
         ada_augment: the policies ADA applies, each to each image with probability state.ada_p.
@@ -143,6 +148,7 @@ class StepOptions:
     gp_weight: float = 10.0
     r1_weight: float = 0.0
     r1_every: int = 16
+    r1_now: bool | None = None
     diffaugment: str = ""
     ada_augment: str = "color,translation,cutout"
     ada_target: float = 0.6
@@ -170,6 +176,23 @@ class StepOptions:
             )
         if not float(self.ada_kimg) > 0:
             raise ValueError(f"--config.train.ada_kimg={self.ada_kimg} must be > 0.")
+
+    def at_step(self, step: int) -> "StepOptions":
+        """These options for step number `step` (= state.step before it), R1's turn decided.
+
+        Lazy R1 takes turns: R1 on steps 0, r1_every, 2 * r1_every, ... Without R1 the options
+        come back unchanged, so a loop compiles one step; with it, two (R1 on and off).
+
+        Example:
+            options = steps.StepOptions(r1_weight=1.0, r1_every=16)
+            train_step = compiler.jit(steps.gan_train_step, static_argnames="options")
+            for step, batch in enumerate(batches):
+                key = jax.random.fold_in(base_key, step)
+                state, metrics = train_step(state, batch, key, options=options.at_step(step))
+        """
+        if not self.r1_weight > 0:
+            return self
+        return dataclasses.replace(self, r1_now=int(step) % int(self.r1_every) == 0)
 
     @classmethod
     def from_config(cls, train_config) -> "StepOptions":
@@ -262,6 +285,15 @@ def _seen(state, images, key, options: StepOptions, which: int):
     return images
 
 
+def _lazy_r1(step: jax.Array, options: StepOptions, penalty) -> jax.Array:
+    """penalty() on R1's turns, else 0: decided by options.r1_now, or by a cond on step."""
+    if options.r1_now is None:
+        return jax.lax.cond(
+            step % options.r1_every == 0, penalty, lambda: jnp.zeros((), jnp.float32)
+        )
+    return penalty() if options.r1_now else jnp.zeros((), jnp.float32)
+
+
 def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOptions):
     _, discriminator = _modules(state, axis_name)
     labels = batch["label"]
@@ -295,10 +327,8 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
             loss += options.gp_weight * extra["d/gp"]
         if options.r1_weight > 0:
             # Lazy R1: every r1_every-th step, weighted r1_every times (0 on the other steps).
-            extra["d/r1"] = jax.lax.cond(
-                state.step % options.r1_every == 0,
-                lambda: losses.r1_penalty(logits_of, images),
-                lambda: jnp.zeros((), jnp.float32),
+            extra["d/r1"] = _lazy_r1(
+                state.step, options, lambda: losses.r1_penalty(logits_of, images)
             )
             loss += 0.5 * options.r1_weight * options.r1_every * extra["d/r1"]
         loss = _mean_over(loss, axis_name)
