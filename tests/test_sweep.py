@@ -46,6 +46,9 @@ def test_a_rerun_resumes_without_training(finished):
     result = run_launcher("experiments.sweep", *args)
     assert result.returncode == 0, result.stderr
     assert "[conditional]" not in result.stderr  # no GAN step ran
+    # Points read back are named, and not counted as points trained (no rate, no ETA from them).
+    assert "[sweep] 2 of 2 points read back" in result.stderr, result.stderr
+    assert "point/s" not in result.stderr and "s/point" not in result.stderr, result.stderr
     assert (workdir / "sweep.csv").read_text() == before
 
 

@@ -181,11 +181,26 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         gan_loop.validate(point_config(config, point))
     workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "config.json").write_text(config.to_json_best_effort(indent=2) + "\n")
-    progress = reporting.Progress(len(planned), 1, "[sweep]", every_steps=1, unit="point")
-    rows = []
-    for done, point in enumerate(planned, start=1):
+    finished = {
+        point_name(point)
+        for point in planned
+        if (workdir / "points" / point_name(point) / "point.json").exists()
+    }
+    if finished:
+        reporting.emit(
+            f"[sweep] {len(finished)} of {len(planned)} points read back from {workdir}/points: "
+            + ", ".join(sorted(finished))
+        )
+    # Progress, rate and ETA count the points trained by this call, not those read back.
+    progress = reporting.Progress(
+        len(planned) - len(finished), 1, "[sweep]", every_steps=1, unit="point"
+    )
+    rows, done = [], 0
+    for point in planned:
         rows.append(_run_point(config, workdir, point))
-        progress.update(done, f"{point_name(point)}: mean FID {rows[-1]['fid_mean']:.1f}")
+        if point_name(point) not in finished:
+            done += 1
+            progress.update(done, f"{point_name(point)}: mean FID {rows[-1]['fid_mean']:.1f}")
     write_outputs(workdir, rows, [key for key in planned[0]])
     return rows
 
