@@ -6,12 +6,13 @@
 
 One conditional GAN on both classes with the hinge loss, for a budget of 12.8 thousand images
 shown. On 100 phantom images per class it scored per-class FID 256 / 280 against 338 / 381 with
-the reports' BCE and 332 / 308 for the reports' one-GAN-per-class recipe, at the same budget: the
-best of the nine arms measured, but far from the real-vs-real floor (51 / 55), and collapsed (one
-image per class whatever z). That comparison was cut short by a CPU's budget; DiffAugment, ADA
-and spectral norm (each one flag, see docs/small_data.md) did worse at 12.8 thousand images but
-are made for far longer runs. Raise --config.train.num_images on an accelerator and rerun the
-comparison (experiments/configs/small_data.py) before settling on this.
+the reports' BCE and 332 / 308 for the reports' one-GAN-per-class recipe, at the same budget. Of
+the thirteen arms of docs/small_data.md, ACGAN's class head (261 / 264) and this were the two
+best, one run each; hinge is the smaller change. Both are far from the real-vs-real floor
+(51 / 55), and collapsed (one image per class whatever z), as every arm at this budget was.
+DiffAugment, ADA and spectral norm (each one flag, see docs/small_data.md) did worse at 12.8
+thousand images but are made for far longer runs. Raise --config.train.num_images on an
+accelerator and rerun the comparison (experiments/configs/small_data.py) before settling on this.
 """
 
 import ml_collections
