@@ -36,6 +36,9 @@ ARMS = (
     "acgan: model.conditioning=acgan",
     "wgan_gp: train.loss=wgan_gp; model.d_norm=layer",
     "least_squares: train.loss=least_squares",
+    # The best single options together (added after the arms above had run).
+    "hinge_acgan: train.loss=hinge; model.conditioning=acgan",
+    "hinge_acgan_r1: train.loss=hinge; model.conditioning=acgan; train.r1_weight=1.0",
 )
 
 
