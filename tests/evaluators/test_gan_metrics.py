@@ -79,7 +79,9 @@ def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(evaluate
 
 def test_batch_statistics_sampling_is_named_and_differs(evaluated_run):
     _, workdir = evaluated_run
-    running = gan_metrics.evaluate_run(workdir, epochs=[2])
+    # Epoch 2 with running statistics was evaluated during training (the run's config.eval).
+    running = [r for r in _read(workdir / "eval.jsonl") if r["epoch"] == 2]
+    assert [r["batch_stats"] for r in running] == ["running", "running"]
     batch = gan_metrics.evaluate_run(workdir, epochs=[2], batch_stats="batch")
     assert {r["batch_stats"] for r in batch} == {"batch"}
     assert all(a["fid"] != b["fid"] for a, b in zip(running, batch, strict=True))
