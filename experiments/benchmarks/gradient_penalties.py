@@ -21,6 +21,7 @@ r1_every steps (one turn, r1_every - 1 skipped), the figure a run's speed follow
     python -m experiments.benchmarks.gradient_penalties --cond=false   # skip the slow cond rows
 """
 
+import dataclasses
 import functools
 import statistics
 
@@ -83,7 +84,7 @@ def _runner(
     state = state.replace(step=jnp.asarray(step_number, state.step.dtype))
     options = steps.StepOptions.from_config(config.train)
     if r1_now is not None:
-        options = steps.StepOptions(**{**options.__dict__, "r1_now": r1_now})
+        options = dataclasses.replace(options, r1_now=r1_now)
     rng = np.random.default_rng(0)
     size, batch_size = config.data.image_size, config.train.batch_size
     batch = {
