@@ -7,6 +7,7 @@ Modules:
   fid                Inception features of images, streaming statistics, FID, KID,
                      precision/recall, `evaluate`.
   reference          real-image statistics cached per data set, split, class, image size, resize.
+  diversity          generated over real mean pairwise feature distance; the collapse rule.
   classification     accuracy, sensitivity, specificity, AUC, confusion counts, thresholds.
   statistics         bootstrap intervals, McNemar's exact test, paired differences, verdicts.
 
