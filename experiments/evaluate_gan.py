@@ -3,10 +3,13 @@
     python -m experiments.evaluate_gan --workdir=runs/dcgan
     python -m experiments.evaluate_gan --workdir=runs/dcgan --resize=pytorch_fid --batch_stats=batch
 
-Writes WORKDIR/eval.jsonl and WORKDIR/plots/fid_vs_epoch.png. The real side is the train split
-(what the GANs learned from); `--split=test` is allowed but the classifier study is scored on the
-test split, so choosing a checkpoint by it leaks (docs/fid_protocol.md). A folder of images made
-by any tool, laid out DIR/<class>/*.png, against the real data of a config:
+Writes WORKDIR/eval.jsonl and WORKDIR/plots/fid_vs_epoch.png, and rewrites the evaluation part of
+WORKDIR/summary.md; prints the records as JSON lines, and to standard error a WARNING line per
+collapsed class and checkpoint with its recall and diversity (docs/fid_protocol.md, "Collapse").
+The real side is the train split (what the GANs learned from); `--split=test` is allowed but the
+classifier study is scored on the test split, so choosing a checkpoint by it leaks
+(docs/fid_protocol.md). A folder of images made by any tool, laid out DIR/<class>/*.png, against
+the real data of a config:
 
     python -m experiments.evaluate_gan --images_dir=DIR --config=experiments/configs/dcgan.py
 

@@ -22,6 +22,7 @@ import ml_collections
 
 from xraygan_jax import runs, viz
 from xraygan_jax.data import sources
+from xraygan_jax.metrics import diversity
 from xraygan_jax.train import reporting
 
 _PACKAGES = ("jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "grain", "numpy", "scipy")
@@ -142,30 +143,44 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
         if fid_plot.exists():
             lines += [f"![FID against epoch]({_rel(fid_plot, workdir)})", ""]
         best = evaluation["best_epoch"] if evaluation else max(r["epoch"] for r in records)
+        shown = [r for r in records if r["epoch"] == best]
         lines += [
             f"Checkpoint used by the study: **epoch {best}**, the lowest mean gap "
             "`fid_matched - fid_floor` over classes, measured on train data only."
             if evaluation
             else f"Latest evaluated checkpoint: epoch {best}.",
             "",
-            "| class | epoch | N real | N generated | FID | FID at N/2 (matched) | floor at N/2 | "
-            "KID | KID floor | precision | recall |",
-            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
-        for r in records:
-            if r["epoch"] != best:
-                continue
+        warnings = diversity.collapse_warnings(shown)
+        if warnings:
+            lines += [f"- **WARNING: {message}**" for message in warnings]
+            lines += [
+                "",
+                "A collapsed GAN draws one image per class whatever its input: its synthetic "
+                "images add no variety to the study, whatever its FID.",
+                "",
+            ]
+        lines += [
+            "| class | epoch | N real | N generated | FID | FID at N/2 (matched) | floor at N/2 | "
+            "KID | KID floor | precision | recall | diversity | collapsed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        ]
+        for r in shown:
+            score = r.get("diversity")
             lines.append(
                 f"| {r['class']} | {r['epoch']} | {r['num_real']} | {r['num_fake']} | "
                 f"{r['fid']:.1f} | {r['fid_matched']:.1f} | {r['fid_floor']:.1f} | "
                 f"{r['kid_mean']:.4f} | {r['kid_floor']:.4f} | {r['precision']:.3f} | "
-                f"{r['recall']:.3f} |"
+                f"{r['recall']:.3f} | {'n/a' if score is None else f'{score:.3f}'} | "
+                f"{'**yes**' if diversity.record_collapsed(r) else 'no'} |"
             )
         lines += [
             "",
             f"Reference: the {records[0]['reference_split']} split; resize "
             f"`{records[0]['resize']}`; G sampled with `{records[0]['batch_stats']}` BatchNorm "
-            "statistics. FIDs of different N are not comparable: read each against its floor.",
+            "statistics. FIDs of different N are not comparable: read each against its floor. "
+            "Diversity: the generated images' mean pairwise Inception-feature distance over the "
+            f"real images' (1: as varied, 0: all alike); {diversity.RULE}.",
             "",
         ]
     return lines

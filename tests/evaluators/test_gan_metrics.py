@@ -1,6 +1,9 @@
 """GAN metrics with floors: during training, per checkpoint, of a folder; the protocol's fields."""
 
+import contextlib
+import io
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -8,14 +11,16 @@ from conftest import fid_weights_or_skip, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
-from xraygan_jax import runs
+from xraygan_jax import report, runs
 from xraygan_jax.data import folders
 from xraygan_jax.evaluators import gan_metrics
-from xraygan_jax.metrics import fid, weights
+from xraygan_jax.metrics import diversity, fid, weights
 from xraygan_jax.train import gan_loop
 
 PROTOCOL_FIELDS = ("num_real", "num_fake", "reference_split", "resize", "batch_stats")
 FLOOR_FIELDS = ("fid_floor", "kid_floor", "floor_num", "fid_matched", "kid_matched")
+# Standard error of the evaluated run's training (its progress lines), for the tests that read it.
+_TRAINING_LOG: list[str] = []
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +31,10 @@ def evaluated_run(tmp_path_factory):
     config.train.per_class = False
     config.eval.fid_every_epochs = 2
     workdir = tmp_path_factory.mktemp("evaluated")
-    gan_loop.train_and_evaluate(config, workdir)
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        gan_loop.train_and_evaluate(config, workdir)
+    _TRAINING_LOG.append(stderr.getvalue())
     return config, workdir
 
 
@@ -53,22 +61,130 @@ def test_records_during_training_carry_the_protocol_and_the_floor(evaluated_run)
         assert record["resize"] == "tf1" and record["batch_stats"] == "running"
         assert record["fid"] > 0 and record["fid_floor"] > 0
         assert 0 <= record["precision"] <= 1 and 0 <= record["recall"] <= 1
+        assert 0 <= record["diversity"] < 10
 
 
-def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(evaluated_run):
+def test_the_tiny_run_collapses_and_is_warned_of_in_the_progress_lines_and_summary(
+    evaluated_run,
+):
+    # Two epochs of 6 steps on 24 images per class: G draws one template per class (recall 0,
+    # diversity about 0.14 when measured), which is what every GAN of the project did at small
+    # budgets. The warnings must say so where a person reads results.
+    _, workdir = evaluated_run
+    records = _read(workdir / "eval.jsonl")
+    assert all(diversity.record_collapsed(r) for r in records), records
+    log = _TRAINING_LOG[0]
+    summary = (workdir / "summary.md").read_text()
+    for r in records:
+        numbers = f"recall {r['recall']:.3f}, diversity {r['diversity']:.3f}"
+        assert (
+            f"[conditional] epoch 2 {r['class']}: FID {r['fid']:.2f} (floor {r['fid_floor']:.2f}; "
+            in log
+        )
+        assert (
+            f"[conditional] epoch 2 WARNING: {r['class']} collapsed (gan conditional, epoch 2): "
+            f"{numbers} ({diversity.RULE})" in log
+        )
+        assert f"**WARNING: {r['class']} collapsed (gan conditional, epoch 2): {numbers}" in summary
+        assert f"| conditional | 2 | {r['class']} | running |" in summary
+    assert log.count("WARNING") == 2
+
+
+def test_features_as_spread_as_the_real_ones_are_not_called_collapsed(capsys):
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(40, 16)), rng.normal(size=(40, 16))
+    record = {"class": "NORMAL", "epoch": 1, **gan_metrics.compare(real, fake)}
+    assert record["diversity"] == pytest.approx(1.0, abs=0.1) and record["recall"] > 0.5
+    assert gan_metrics.emit_collapse_warnings([record]) == []
+    assert "WARNING" not in capsys.readouterr().err
+    section = "\n".join(gan_metrics.summary_section([record]))
+    assert "WARNING" not in section and "| **yes** |" not in section
+    assert f"| {record['recall']:.3f} | {record['diversity']:.3f} | no |" in section
+    # One image repeated: diversity exactly 0, recall 0, collapsed.
+    template = {"class": "NORMAL", "epoch": 1, **gan_metrics.compare(real, fake[[0] * 40])}
+    assert template["diversity"] == 0.0 and template["recall"] == 0.0
+    assert gan_metrics.emit_collapse_warnings([template], prefix="[x] ") == [
+        diversity.collapse_warning(template)
+    ]
+    assert "[x] WARNING: NORMAL collapsed (epoch 1): recall 0.000, diversity 0.000" in (
+        capsys.readouterr().err
+    )
+
+
+def test_records_written_before_diversity_are_read_and_judged_by_recall(tmp_path):
+    # eval.jsonl of an older run: no diversity field. Resume and evaluate_gan append to it, the
+    # summary and the report read it.
+    old = {"gan": "NORMAL", "epoch": 20, "class": "NORMAL", "num_real": 8, "num_fake": 8,
+           "fid": 300.0, "fid_floor": 50.0, "fid_matched": 310.0, "kid_mean": 0.4,
+           "kid_floor": 0.0, "precision": 0.0, "recall": 0.0, "batch_stats": "running",
+           "reference_split": "train", "resize": "tf1"}  # fmt: skip
+    covered = {**old, "gan": "PNEUMONIA", "class": "PNEUMONIA", "recall": 0.5}
+    run = runs.Run(tmp_path)
+    run.eval_path.write_text(json.dumps(old) + "\n" + json.dumps(covered) + "\n")
+    new = {**old, "epoch": 40, "diversity": 0.9, "recall": 0.25}
+    gan_metrics.write_records(run.eval_path, [new])
+    assert gan_metrics.read_records(run.eval_path) == [old, covered, new]
+    # The latest epoch of each GAN: NORMAL's new record, PNEUMONIA's old one.
+    assert gan_metrics.latest_records(gan_metrics.read_records(run.eval_path)) == [covered, new]
+    run.summary_path.write_text("# GAN training run\n\n## NORMAL\n")
+    gan_metrics.update_summary(run)
+    summary = run.summary_path.read_text()
+    assert summary.startswith("# GAN training run\n\n## NORMAL\n\n" + gan_metrics.SUMMARY_BEGIN)
+    assert "WARNING" not in summary  # recall 0.5 and 0.25: not collapsed
+    assert "| PNEUMONIA | 20 | PNEUMONIA | running | 8 | 8 | 300.0 | 310.0 (50.0) |" in summary
+    assert "| 0.000 | 0.500 | n/a | no |" in summary
+    # The old record alone: recall 0, diversity not measured, collapsed by recall.
+    run.eval_path.write_text(json.dumps(old) + "\n")
+    gan_metrics.update_summary(run)
+    summary = run.summary_path.read_text()
+    assert summary.count(gan_metrics.SUMMARY_BEGIN) == 1  # rewritten in place
+    assert (
+        "**WARNING: NORMAL collapsed (gan NORMAL, epoch 20): recall 0.000, diversity not measured"
+        in summary
+    )
+
+
+def test_the_pipeline_report_warns_of_a_collapsed_checkpoint(evaluated_run, tmp_path):
+    config, workdir = evaluated_run
+    # The report's GAN section of a run folder; "fcgan" needs no real-image grids.
+    shutil.copytree(workdir, tmp_path / "fcgan", ignore=shutil.ignore_patterns("checkpoints"))
+    text = "\n".join(report._gan_section(config, tmp_path, "fcgan", "FC", {}))
+    for r in _read(workdir / "eval.jsonl"):
+        if r["epoch"] == 2:
+            assert (
+                f"**WARNING: {r['class']} collapsed (gan conditional, epoch 2): recall "
+                f"{r['recall']:.3f}, diversity {r['diversity']:.3f}" in text
+            )
+            assert f"| {r['recall']:.3f} | {r['diversity']:.3f} | **yes** |" in text
+    # The same section from records as varied as the real ones, and from an older record: no
+    # warning, diversity n/a.
+    varied = [{**r, "recall": 0.4, "diversity": 0.95} for r in _read(workdir / "eval.jsonl")]
+    older = [{k: v for k, v in r.items() if k != "diversity"} for r in varied]
+    for records, cell in ((varied, "| 0.400 | 0.950 | no |"), (older, "| 0.400 | n/a | no |")):
+        (tmp_path / "fcgan" / "eval.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in records)
+        )
+        text = "\n".join(report._gan_section(config, tmp_path, "fcgan", "FC", {}))
+        assert "WARNING" not in text and cell in text
+
+
+def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(evaluated_run, capsys):
     _, workdir = evaluated_run
     during_training = {r["class"]: r for r in _read(workdir / "eval.jsonl")}
     records = gan_metrics.evaluate_run(workdir)
-    assert [(r["epoch"], r["class"]) for r in records] == [
-        (1, "NORMAL"),
-        (1, "PNEUMONIA"),
-        (2, "NORMAL"),
-        (2, "PNEUMONIA"),
-    ]
+    # What experiments.evaluate_gan prints to standard error: a warning per collapsed class and
+    # checkpoint, naming the numbers.
+    err = capsys.readouterr().err
+    for record in records:
+        where = f"[eval conditional] WARNING: {record['class']} collapsed (gan conditional, epoch "
+        if diversity.record_collapsed(record):
+            assert f"[eval conditional] WARNING: {diversity.collapse_warning(record)}" in err
+        else:
+            assert f"{where}{record['epoch']})" not in err
     # The same checkpoint, latents and reference give the same numbers as during training.
     for record in records[2:]:
         expected = during_training[record["class"]]
-        for key in ("fid", "fid_floor", "fid_matched", "kid_mean"):
+        for key in ("fid", "fid_floor", "fid_matched", "kid_mean", "diversity"):
             assert record[key] == pytest.approx(expected[key], rel=1e-6), key
     # Evaluating again replaces the records of the same evaluation instead of repeating them.
     written = _read(workdir / "eval.jsonl")

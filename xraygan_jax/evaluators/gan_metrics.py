@@ -15,6 +15,10 @@ The protocol (docs/fid_protocol.md says why):
   GAN is also scored against one half with as many generated images (`fid_matched`,
   `kid_matched`): `fid_matched - fid_floor` compares like with like.
 - Every record names num_real, num_fake, reference_split, resize and the sampling mode.
+- `diversity`: the generated features' mean pairwise distance over the real ones'
+  (metrics.diversity), from the same features. A class that metrics.diversity's rule calls
+  collapsed gets a warning with its recall and diversity on standard error (during training and
+  here), in the run's summary.md and in the pipeline's report.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from absl import logging
 
 from xraygan_jax import errors, runs, viz
 from xraygan_jax.data import mixing, pipeline, sources
-from xraygan_jax.metrics import fid, reference, weights
+from xraygan_jax.metrics import diversity, fid, reference, weights
 from xraygan_jax.train import reporting
 
 SampleFn = Callable[[int, int, int], np.ndarray]
@@ -120,13 +124,15 @@ def compare(
       class_name: named in the message when the class is too small for a floor.
 
     Returns:
-      fid.evaluate's fields, plus fid_floor, kid_floor, floor_num, fid_matched, kid_matched
+      fid.evaluate's fields, diversity (generated over real mean pairwise feature distance,
+      metrics.diversity), plus fid_floor, kid_floor, floor_num, fid_matched, kid_matched
       (NaN, with a logged warning, when the real set is too small for two halves).
     """
     with warnings.catch_warnings():
         # Small N is expected here and every record carries N.
         warnings.simplefilter("ignore", fid.SmallSampleWarning)
         result = dict(fid.evaluate(real, fake, seed=seed))
+        result["diversity"] = diversity.diversity(real, fake)
         if not floor:
             return result
         half_a, half_b = _floor_halves(len(real), seed)
@@ -283,7 +289,9 @@ def evaluate_run(
     """Evaluates every checkpoint of a run: one record per (GAN, epoch, class).
 
     Writes `workdir/eval.jsonl` and `workdir/plots/fid_vs_epoch.png` (FID against epoch, with
-    each class's floor). Arguments left None take the run's `config.eval` values.
+    each class's floor), rewrites the evaluation part of `workdir/summary.md` when the run has
+    one, and prints a warning per collapsed class and checkpoint (metrics.diversity's rule) to
+    standard error. Arguments left None take the run's `config.eval` values.
 
     Returns:
       The records written.
@@ -324,8 +332,10 @@ def evaluate_run(
             metrics = evaluator.run()
             records += evaluator.records(metrics, gan=gan_name, epoch=epoch)
             progress.update(done, _fid_line(metrics))
+            emit_collapse_warnings(records[-len(evaluator.labels) :], prefix=f"[eval {gan_name}] ")
     write_records(run.eval_path, records)
     plot_fid_by_epoch(records, run.plots_dir / "fid_vs_epoch.png")
+    update_summary(run)
     return records
 
 
@@ -379,6 +389,113 @@ def plot_fid_by_epoch(records: Sequence[dict], path: str | os.PathLike) -> str:
 
 
 def _fid_line(metrics: dict[str, float]) -> str:
+    shown = {"fid": ".1f", "fid_floor": ".1f", "recall": ".3f", "diversity": ".3f"}
     return " ".join(
-        f"{k} {v:.1f}" for k, v in metrics.items() if k.endswith("/fid") or k.endswith("/fid_floor")
+        f"{k} {v:{shown[k.rsplit('/', 1)[-1]]}}"
+        for k, v in metrics.items()
+        if k.rsplit("/", 1)[-1] in shown
     )
+
+
+def read_records(path: str | os.PathLike) -> list[dict]:
+    """The records of an eval.jsonl, in file order; [] when there is none.
+
+    Records written before a field existed (e.g. `diversity`) are returned as they are: readers
+    use `record.get` for such fields (metrics.diversity's rule leaves a missing figure out).
+    """
+    path = pathlib.Path(path)
+    if not path.exists():
+        return []
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def latest_records(records: Sequence[dict]) -> list[dict]:
+    """The records of each GAN's latest evaluated epoch, in file order."""
+    latest: dict[object, int] = {}
+    for record in records:
+        gan = record.get("gan")
+        latest[gan] = max(latest.get(gan, record["epoch"]), record["epoch"])
+    return [r for r in records if r["epoch"] == latest[r.get("gan")]]
+
+
+def format_record(record: dict) -> str:
+    """'NORMAL: FID 301.20 (floor 50.10; N real 24, generated 24), KID 0.4123, precision 0.000,
+    recall 0.000, diversity 0.031', the line a person reads in the log."""
+    return (
+        f"{record['class']}: FID {record['fid']:.2f} (floor "
+        f"{record.get('fid_floor', float('nan')):.2f}; N real {record['num_real']}, generated "
+        f"{record['num_fake']}), KID {record.get('kid_mean', float('nan')):.4f}, precision "
+        f"{record.get('precision', float('nan')):.3f}, {diversity.describe(record)}"
+    )
+
+
+def emit_collapse_warnings(records: Sequence[dict], *, prefix: str = "") -> list[str]:
+    """Prints 'PREFIX WARNING: <class> collapsed ...' to standard error for each collapsed record.
+
+    Returns:
+      The warnings (without prefix), as metrics.diversity.collapse_warnings.
+    """
+    found = diversity.collapse_warnings(records)
+    for message in found:
+        reporting.emit(f"{prefix}WARNING: {message}")
+    return found
+
+
+SUMMARY_BEGIN = "<!-- evaluation: written from eval.jsonl -->"
+SUMMARY_END = "<!-- end of evaluation -->"
+
+
+def summary_section(records: Sequence[dict]) -> list[str]:
+    """The evaluation part of a run's summary.md: each GAN's latest evaluated checkpoint, a
+    warning per collapsed class first. [] when there are no records."""
+    if not records:
+        return []
+    shown = latest_records(records)
+    lines = [SUMMARY_BEGIN, "", "## Evaluation", ""]
+    for message in diversity.collapse_warnings(shown):
+        lines.append(f"- **WARNING: {message}**")
+    if lines[-1] != "":
+        lines.append("")
+    lines += [
+        "Latest evaluated checkpoint of each GAN (`eval.jsonl`). Diversity: the generated "
+        "images' mean pairwise Inception-feature distance over the real images' (1: as varied "
+        f"as the real ones, 0: all alike); {diversity.RULE}.",
+        "",
+        "| GAN | epoch | class | G BatchNorm | N real | N generated | FID | FID at N/2 (floor) "
+        "| KID | precision | recall | diversity | collapsed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    nan = float("nan")
+    for r in shown:
+        score = r.get("diversity")
+        lines.append(
+            f"| {r.get('gan', '')} | {r['epoch']} | {r['class']} | {r.get('batch_stats', '')} | "
+            f"{r['num_real']} | {r['num_fake']} | {r['fid']:.1f} | "
+            f"{r.get('fid_matched', nan):.1f} ({r.get('fid_floor', nan):.1f}) | "
+            f"{r.get('kid_mean', nan):.4f} | {r.get('precision', nan):.3f} | "
+            f"{r.get('recall', nan):.3f} | {'n/a' if score is None else f'{score:.3f}'} | "
+            f"{'**yes**' if diversity.record_collapsed(r) else 'no'} |"
+        )
+    return [*lines, "", SUMMARY_END]
+
+
+def update_summary(run: runs.Run) -> None:
+    """Rewrites the evaluation part of `run`'s summary.md from its eval.jsonl (no summary: no-op).
+
+    A summary written before it had an evaluation part gets one at its end.
+    """
+    path = run.summary_path
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    section = "\n".join(summary_section(read_records(run.eval_path)))
+    if SUMMARY_BEGIN in text and SUMMARY_END in text:
+        before, rest = text.split(SUMMARY_BEGIN, 1)
+        after = rest.split(SUMMARY_END, 1)[1]
+        text = before + section + after
+    elif section:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text, encoding="utf-8")
+    os.replace(temporary, path)

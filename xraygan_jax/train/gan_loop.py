@@ -514,7 +514,8 @@ def _start_batch(saved_meta: dict, position: dict, steps_per_epoch: int) -> int:
 
 
 def _evaluate_during_training(config, state, label, name, epoch, run: runs.Run) -> None:
-    """FID/KID/precision-recall per class with floors, logged and appended to eval.jsonl."""
+    """FID/KID/precision-recall/diversity per class with floors, appended to eval.jsonl; a line
+    per class and a warning per collapsed class (metrics.diversity's rule) on standard error."""
     generator = sampling.GeneratorState.from_gan_state(state, use_ema=True)
     labels = [label] if label is not None else list(range(len(run.class_names)))
     sample_fn = sampling.make_sample_fn(
@@ -528,17 +529,8 @@ def _evaluate_during_training(config, state, label, name, epoch, run: runs.Run) 
         return
     gan_metrics.write_records(run.eval_path, records)
     for record in records:
-        logging.info(
-            "[%s] epoch %d %s: FID %.2f (floor %.2f; N real %d, generated %d), KID %.4f",
-            name,
-            epoch,
-            record["class"],
-            record["fid"],
-            record["fid_floor"],
-            record["num_real"],
-            record["num_fake"],
-            record["kid_mean"],
-        )
+        reporting.emit(f"[{name}] epoch {epoch} {gan_metrics.format_record(record)}")
+    gan_metrics.emit_collapse_warnings(records, prefix=f"[{name}] epoch {epoch} ")
 
 
 def _check_finite(metrics: dict[str, float], name: str, step: int, epoch: int, checkpoints) -> None:
@@ -580,7 +572,9 @@ def save_sample_grids(
 
 
 def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) -> str:
-    """A Markdown page linking the run's grids and curves."""
+    """A Markdown page linking the run's grids and curves, with the latest evaluation of each GAN
+    (and a warning per collapsed class) when the run has eval.jsonl; `evaluate_gan` rewrites that
+    part (gan_metrics.update_summary)."""
     lines = [
         "# GAN training run",
         "",
@@ -603,6 +597,9 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
             f"{m.get('loss/g', float('nan')):.3f} | {m.get('d/real_prob', float('nan')):.3f} | "
             f"{m.get('d/fake_prob', float('nan')):.3f} |"
         )
+    evaluation = gan_metrics.summary_section(gan_metrics.read_records(runs.Run(workdir).eval_path))
+    if evaluation:
+        lines += ["", *evaluation]
     for result in results.values():
         lines += ["", f"## {result.name}", ""]
         if result.loss_plot:
