@@ -19,6 +19,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.study.num_bootstrap = 200
     config.model.width = 4
     config.train.num_steps = 6
+    config.optim.warmup_steps = 2  # below num_steps
     config.train.batch_size = 8
     config.train.eval_every_steps = 3
     config.train.log_every_steps = 3

@@ -5,9 +5,10 @@
 
 Every classifier of the augmentation study trains for exactly `config.train.num_steps` optimiser
 steps, whatever its training-set size, so "more images" is never confused with "more updates".
-Early stopping is a choice of weights, not of budget: every `eval_every_steps` the validation
-loss is computed and the weights with the lowest one are kept (with `patience_evals` > 0 training
-also stops after that many evaluations without improvement). The test split is never seen here.
+Early stopping is a choice of weights, not of budget: every `eval_every_steps` (and at the last
+step) the validation split is scored and the weights best by `select_metric` are kept (one of
+`SELECT_METRICS`; the study passes its primary metric). With `patience_evals` > 0 training also
+stops after that many evaluations without improvement. The test split is never seen here.
 
 The step runs under `jax.jit` on the ("data",) mesh like the GAN's (state replicated, batch split).
 The kept weights are saved with orbax in `workdir` (one checkpoint, numbered by its step).
@@ -19,6 +20,7 @@ import dataclasses
 import functools
 import os
 import time
+import warnings
 from typing import Any
 
 import jax
@@ -27,7 +29,7 @@ import numpy as np
 
 from xraygan_jax import compiler, errors
 from xraygan_jax.data import pipeline
-from xraygan_jax.metrics import weights
+from xraygan_jax.metrics import classification, weights
 from xraygan_jax.models import classifier as classifier_lib
 from xraygan_jax.models import resnet_weights
 from xraygan_jax.train import (
@@ -41,6 +43,16 @@ from xraygan_jax.train import (
 
 _EVAL_BATCH = 128
 CLASS_BALANCES = ("none", "weights", "sampling")
+# Validation scores that can choose the kept weights: the validation BCE (smaller is better), ROC
+# AUC, accuracy at threshold 0.5, and accuracy at the threshold `classification.choose_threshold`
+# picks on the same validation split (larger is better for these three).
+SELECT_METRICS = ("val_loss", "auc", "accuracy", "accuracy_at_val_threshold")
+_HISTORY_KEYS = {
+    "val_loss": "loss/val",
+    "auc": "auc/val",
+    "accuracy": "accuracy/val",
+    "accuracy_at_val_threshold": "accuracy_at_val_threshold/val",
+}
 
 
 @dataclasses.dataclass
@@ -51,7 +63,8 @@ class ClassifierResult:
       state: the ClassifierState with the kept (best-validation) weights.
       best_step: the step those weights come from.
       history: one dict per evaluation: step, loss/train (mean since the last), loss/val,
-        auc/val.
+        auc/val, accuracy/val, accuracy_at_val_threshold/val, and "select/val", the value of the
+        metric that chose the weights.
       seconds: wall time.
     """
 
@@ -72,8 +85,18 @@ def check_config(config: ml_collections.ConfigDict) -> None:
             f"--config.train.class_balance={train.class_balance!r} is unknown; use one of: "
             f"{', '.join(CLASS_BALANCES)}."
         )
+    optimizers.classifier_learning_rate(config.optim, int(train.num_steps))
     augment.make_augment(config.augment)
     classifier_lib.make_classifier(config.model)
+
+
+def check_select_metric(select_metric: str) -> None:
+    """Raises errors.ConfigError unless `select_metric` is one of SELECT_METRICS."""
+    if select_metric not in SELECT_METRICS:
+        raise errors.ConfigError(
+            f"select_metric={select_metric!r} is unknown; choose the kept weights by one of: "
+            f"{', '.join(SELECT_METRICS)}."
+        )
 
 
 def _class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -104,6 +127,7 @@ def _setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
         config.model.to_json(),
         config.optim.to_json(),
         config.augment.to_json(),
+        int(config.train.num_steps),  # the learning-rate schedule's length
         image_size,
         tuple(mesh.devices.flat),
     )
@@ -116,7 +140,9 @@ def _setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
                 jax.random.key(0),
             )
             mask = classifier_lib.trainable_mask(abstract["params"], config.model.trainable)
-        tx = optimizers.make_classifier_optimizer(config.optim, mask)
+        tx = optimizers.make_classifier_optimizer(
+            config.optim, mask, num_steps=int(config.train.num_steps)
+        )
         replicated = sharding.replicated(mesh)
         train_step = compiler.jit(
             functools.partial(
@@ -178,6 +204,34 @@ def _validation_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
     return float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
 
 
+def validation_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
+    """Every SELECT_METRICS score of validation probabilities, keyed by its history name.
+
+    AUC is NaN for a validation split with one class (`select_metric="auc"` then keeps the first
+    evaluated weights, since NaN never compares better).
+    """
+    labels = np.asarray(labels)
+    at_half = classification.binary_metrics(labels, probabilities)
+    if len(np.unique(labels)) == 2:
+        threshold = classification.choose_threshold(labels, probabilities)
+        at_val = classification.binary_metrics(labels, probabilities, threshold)["accuracy"]
+    else:
+        at_val = at_half["accuracy"]
+    return {
+        "loss/val": _validation_loss(labels, probabilities),
+        "auc/val": float(at_half["auc"]),
+        "accuracy/val": float(at_half["accuracy"]),
+        "accuracy_at_val_threshold/val": float(at_val),
+    }
+
+
+def _better(select_metric: str, value: float, best: float) -> bool:
+    """Whether `value` beats `best` (None: nothing kept yet); ties keep the earlier weights."""
+    if best is None:
+        return True
+    return value < best if select_metric == "val_loss" else value > best
+
+
 def train_classifier(
     config: ml_collections.ConfigDict,
     train_set: pipeline.ArraySource,
@@ -186,6 +240,7 @@ def train_classifier(
     seed: int,
     workdir: str | os.PathLike | None = None,
     name: str = "classifier",
+    select_metric: str = "val_loss",
 ) -> ClassifierResult:
     """Trains one classifier for `config.train.num_steps` steps and keeps its best weights.
 
@@ -196,15 +251,18 @@ def train_classifier(
       seed: initialisation, data order, dropout and augmentation.
       workdir: where the kept weights are saved (orbax); None saves nothing.
       name: prefix of the progress lines.
+      select_metric: the validation score that chooses the kept weights, one of SELECT_METRICS.
 
     Returns:
       A ClassifierResult.
 
     Raises:
+      errors.ConfigError: a config `check_config` rejects, or an unknown select_metric.
       errors.DataError: an empty training set.
       errors.TrainingDivergedError: a NaN or Inf training loss (names the step).
     """
     check_config(config)
+    check_select_metric(select_metric)
     if len(train_set) == 0:
         raise errors.DataError(f"{name}: the training set is empty; nothing to learn from.")
     mesh = sharding.make_mesh()
@@ -246,7 +304,7 @@ def train_classifier(
         num_steps, batch_size, f"[{name}]", every_steps=config.train.get("log_every_steps", 50)
     )
     history: list[dict[str, float]] = []
-    best = (np.inf, 0, state)
+    best = (None, 0, state)
     losses: list[Any] = []
     started = time.perf_counter()
     since_best = 0
@@ -267,13 +325,19 @@ def train_classifier(
             raise errors.TrainingDivergedError(
                 f"{name}: non-finite training loss at step {step}; lower --config.optim.lr."
             )
-        val_probabilities = predict(state, val_set.images)
-        val_loss = _validation_loss(val_set.labels, val_probabilities)
-        record = {"step": step, "loss/train": train_loss, "loss/val": val_loss}
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", classification.UndefinedAUCWarning)
+            scores = validation_scores(val_set.labels, predict(state, val_set.images))
+        selected = scores[_HISTORY_KEYS[select_metric]]
+        record = {"step": step, "loss/train": train_loss, **scores, "select/val": selected}
         history.append(record)
-        progress.update(step, f"loss {train_loss:.3f} val loss {val_loss:.3f}")
-        if val_loss < best[0]:
-            best, since_best = (val_loss, step, jax.tree.map(np.asarray, jax.device_get(state))), 0
+        progress.update(
+            step,
+            f"loss {train_loss:.3f} val loss {scores['loss/val']:.3f} {select_metric} "
+            f"{selected:.3f}",
+        )
+        if _better(select_metric, selected, best[0]):
+            best, since_best = (selected, step, jax.tree.map(np.asarray, jax.device_get(state))), 0
         else:
             since_best += 1
             if patience and since_best >= patience:

@@ -2,7 +2,9 @@
 
 The GAN default is the DCGAN paper's and both reports': Adam, lr 2e-4, b1 0.5 (b2 0.999, eps 1e-8
 as PyTorch's). G and D get their own learning rates (`g_lr`, `d_lr`). The classifier has one
-learning rate (`lr`) and can freeze part of its parameters (`make_classifier_optimizer`).
+learning rate (`lr`), optionally on a schedule (`schedule`: constant, or a linear warm-up from 0
+then a cosine decay to 0 over the run), and can freeze part of its parameters
+(`make_classifier_optimizer`).
 """
 
 from typing import Any
@@ -16,6 +18,46 @@ from xraygan_jax import errors
 
 NAMES = ("adam", "adamw", "rmsprop", "sgd")
 CLASSIFIER_NAMES = ("adam", "sgd")
+SCHEDULES = ("constant", "warmup_cosine")
+
+
+def classifier_learning_rate(
+    optim_config: ml_collections.ConfigDict, num_steps: int | None
+) -> float | optax.Schedule:
+    """The classifier's learning rate: `lr`, or the schedule `optim_config.schedule` names.
+
+    "warmup_cosine" rises linearly from 0 to `lr` over `warmup_steps`, then follows a cosine to 0
+    at `num_steps` (`optax.warmup_cosine_decay_schedule`, whose decay_steps count the warm-up).
+
+    Raises:
+        xraygan_jax.errors.ConfigError: an unknown schedule, a warm-up that is negative or not
+            shorter than the run, or "warmup_cosine" without num_steps.
+    """
+    learning_rate = optim_config.get("lr")
+    schedule = optim_config.get("schedule", "constant")
+    if schedule not in SCHEDULES:
+        raise errors.ConfigError(
+            f"classifier optim.schedule={schedule!r} is unknown; use one of: {', '.join(SCHEDULES)}"
+        )
+    if schedule == "constant":
+        return learning_rate
+    warmup_steps = int(optim_config.get("warmup_steps", 0))
+    if num_steps is None:
+        raise errors.ConfigError(
+            "classifier optim.schedule='warmup_cosine' needs the run's length: pass num_steps"
+        )
+    if not 0 <= warmup_steps < num_steps:
+        raise errors.ConfigError(
+            f"classifier optim.warmup_steps={warmup_steps} must be at least 0 and below the "
+            f"{num_steps} training steps"
+        )
+    return optax.warmup_cosine_decay_schedule(
+        init_value=0.0,
+        peak_value=learning_rate,
+        warmup_steps=warmup_steps,
+        decay_steps=num_steps,
+        end_value=0.0,
+    )
 
 
 def make_optimizer(
@@ -56,7 +98,10 @@ def make_optimizer(
 
 
 def make_classifier_optimizer(
-    optim_config: ml_collections.ConfigDict, trainable_mask: Any = None
+    optim_config: ml_collections.ConfigDict,
+    trainable_mask: Any = None,
+    *,
+    num_steps: int | None = None,
 ) -> optax.GradientTransformation:
     """The classifier's optimiser, optionally updating only the parameters a mask marks trainable.
 
@@ -73,16 +118,18 @@ def make_classifier_optimizer(
 
     Args:
         optim_config: name (adam | sgd), lr; b1, b2 for adam (default 0.9, 0.999, optax's);
-            momentum for sgd (default 0 = plain SGD).
+            momentum for sgd (default 0 = plain SGD); schedule (constant | warmup_cosine,
+            default constant) and warmup_steps (see `classifier_learning_rate`).
         trainable_mask: None (everything trains) or a pytree of bools with the structure of the
             params, or a prefix of it (a bool for a whole subtree); False freezes.
+        num_steps: the run's length in optimiser steps; needed by the warmup_cosine schedule.
 
     Returns:
         An optax.GradientTransformation.
 
     Raises:
-        xraygan_jax.errors.ConfigError (a ValueError): an unknown name, a missing or non-positive
-            learning rate, a mask leaf that is not a bool.
+        xraygan_jax.errors.ConfigError (a ValueError): an unknown name or schedule, a missing or
+            non-positive learning rate, a bad warm-up, a mask leaf that is not a bool.
     """
     name = optim_config.get("name")
     learning_rate = optim_config.get("lr")
@@ -96,6 +143,7 @@ def make_classifier_optimizer(
         )
     if learning_rate <= 0:
         raise errors.ConfigError(f"classifier optim.lr={learning_rate!r} must be positive")
+    learning_rate = classifier_learning_rate(optim_config, num_steps)
     if name == "adam":
         tx = optax.adam(
             learning_rate, b1=optim_config.get("b1", 0.9), b2=optim_config.get("b2", 0.999)
