@@ -221,6 +221,24 @@ def test_max_pools_match_reduce_window():
             np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("channels", [1, 3])
+def test_patch_conv_is_flaxs_conv_with_the_same_variable_and_initial_weights(channels):
+    images = jnp.asarray(np.random.default_rng(0).normal(size=(2, 9, 8, channels)), jnp.float32)
+    fast = classifier.PatchConv3x3(5, name="conv0")
+    reference = flax.linen.Conv(5, (3, 3), padding="SAME", use_bias=False, name="conv0")
+    key = jax.random.key(3)
+    fast_variables = fast.init(key, images)
+    reference_variables = reference.init(key, images)
+    np.testing.assert_array_equal(
+        fast_variables["params"]["kernel"], reference_variables["params"]["kernel"]
+    )
+    np.testing.assert_allclose(
+        fast.apply(fast_variables, images),
+        reference.apply(reference_variables, images),
+        atol=1e-5,
+    )
+
+
 def test_inception_backbone_has_fid_inceptions_variables():
     """So that init_from_fid_inception, and thus the real weights, fit name for name."""
     images = jnp.zeros((1, inception.INPUT_SIZE, inception.INPUT_SIZE, 3))

@@ -140,6 +140,33 @@ def max_pool_3x3_stride_2(x: jax.Array, padding: int = 0) -> jax.Array:
     return jnp.maximum(jnp.maximum(columns[0], columns[1]), columns[2])
 
 
+class PatchConv3x3(nn.Module):
+    """`nn.Conv(features, (3, 3), padding="SAME", use_bias=False)` computed as one matmul of the
+    nine shifted copies of the input (im2col): the same variable (`params/kernel`, HWIO), the same
+    initial weights from the same key, the same outputs up to float rounding. Worth it only for few
+    input channels: for 16 and more XLA's own convolution was faster here.
+    """
+
+    features: int
+    padding: str = "SAME"
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        if self.padding != "SAME" or self.use_bias:
+            raise ValueError("PatchConv3x3 supports padding='SAME' without bias only")
+        batch, height, width, channels = x.shape
+        kernel = self.param(
+            "kernel", nn.initializers.lecun_normal(), (3, 3, channels, self.features)
+        )
+        padded = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+        patches = jnp.concatenate(
+            [padded[:, i : i + height, j : j + width] for i in range(3) for j in range(3)], -1
+        )
+        flat = patches.reshape(-1, 9 * channels) @ kernel.reshape(9 * channels, self.features)
+        return flat.reshape(batch, height, width, self.features)
+
+
 class SmallCNN(nn.Module):
     """Four conv3x3(no bias)-BatchNorm-ReLU-maxpool2x2 blocks, global mean, dropout, dense.
 
@@ -159,8 +186,11 @@ class SmallCNN(nn.Module):
         _check_channels(images, 1, "SmallCNN")
         x = images.astype(jnp.float32)
         for index in range(4):
-            x = nn.Conv(
-                self.width * 2**index, (3, 3), padding="SAME", use_bias=False, name=f"conv{index}"
+            # The one-channel first layer as a matmul of 3x3 patches: XLA CPU's convolution with
+            # one input channel is the slow kind (docs/performance.md, "Study classifiers").
+            conv = PatchConv3x3 if index == 0 else functools.partial(nn.Conv, kernel_size=(3, 3))
+            x = conv(
+                self.width * 2**index, padding="SAME", use_bias=False, name=f"conv{index}"
             )(x)
             x = _batch_norm(train, self.axis_name, name=f"bn{index}")(x)
             x = max_pool_2x2(nn.relu(x))
