@@ -5,7 +5,7 @@ one-channel images, batch 32, dropout 0.4, BCE with logits, Adam(1e-3). The JAX 
 library's `classifier_steps.classifier_train_step`, compiled with `xraygan_jax.compiler.jit`
 (and, as a second row, with XLA's YNNPACK reduce fusions added to the compiler options: the
 BatchNorm statistics are reductions over batch, height and width). The PyTorch side is the same
-network, `torch_small_cnn` below / `torch_references.torch_resnet` (torchvision's ResNet with a
+network, `torch_references.torch_small_cnn` / `torch_resnet` (torchvision's ResNet with a
 one-channel conv1 and a one-logit fc), in train mode on CPU with 2 threads. Before timing,
 PyTorch's initial weights are loaded into the JAX model (the ResNet through `resnet_weights`, as
 ImageNet weights would be) and both eval-mode forward passes are compared (max abs difference
@@ -68,33 +68,9 @@ LEARNING_RATE = 1e-3
 _REDUCE_FUSION_TYPE = "LIBRARY_FUSION_TYPE_REDUCE"
 
 
-def torch_small_cnn(torch, width: int = 16, dropout_rate: float = DROPOUT_RATE):
-    """`classifier.SmallCNN` in PyTorch (NCHW), with the same parameter names."""
-    nn = torch.nn
-
-    class SmallCNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            widths = [1] + [width * 2**index for index in range(4)]
-            for index in range(4):
-                conv = nn.Conv2d(widths[index], widths[index + 1], 3, 1, 1, bias=False)
-                setattr(self, f"conv{index}", conv)
-                setattr(self, f"bn{index}", nn.BatchNorm2d(widths[index + 1]))
-            self.dropout = nn.Dropout(dropout_rate)
-            self.head = nn.Linear(widths[-1], 1)
-
-        def forward(self, x):
-            for index in range(4):
-                x = getattr(self, f"bn{index}")(getattr(self, f"conv{index}")(x))
-                x = nn.functional.max_pool2d(nn.functional.relu(x), 2)
-            return self.head(self.dropout(x.mean(dim=(2, 3)))).view(-1)
-
-    return SmallCNN()
-
-
 def _torch_model(torch, kind: str):
     if kind == "small_cnn":
-        return torch_small_cnn(torch)
+        return torch_references.torch_small_cnn(torch, dropout_rate=DROPOUT_RATE)
     return torch_references.torch_resnet(
         torch, int(kind[len("resnet") :]), in_channels=1, num_outputs=1, dropout_rate=DROPOUT_RATE
     )

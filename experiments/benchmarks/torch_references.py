@@ -1,5 +1,6 @@
 """PyTorch reference networks, for the benchmarks and tests that compare this library with PyTorch.
 
+`torch_small_cnn` is `xraygan_jax.models.classifier.SmallCNN` with its parameter names;
 `torch_resnet` is torchvision's ResNet written out module for module, so that a state dict of it
 has torchvision's names (which is all a state dict records). torchvision itself is not used: its
 PyPI wheels need the CUDA build of torch, and with the CPU build `import torchvision` fails
@@ -104,3 +105,27 @@ def torch_resnet(
             return out.view(-1) if num_outputs == 1 else out
 
     return ResNet()
+
+
+def torch_small_cnn(torch, width: int = 16, dropout_rate: float = 0.4):
+    """`classifier.SmallCNN` in PyTorch (NCHW), with the same parameter names."""
+    nn = torch.nn
+
+    class SmallCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            widths = [1] + [width * 2**index for index in range(4)]
+            for index in range(4):
+                conv = nn.Conv2d(widths[index], widths[index + 1], 3, 1, 1, bias=False)
+                setattr(self, f"conv{index}", conv)
+                setattr(self, f"bn{index}", nn.BatchNorm2d(widths[index + 1]))
+            self.dropout = nn.Dropout(dropout_rate)
+            self.head = nn.Linear(widths[-1], 1)
+
+        def forward(self, x):
+            for index in range(4):
+                x = getattr(self, f"bn{index}")(getattr(self, f"conv{index}")(x))
+                x = nn.functional.max_pool2d(nn.functional.relu(x), 2)
+            return self.head(self.dropout(x.mean(dim=(2, 3)))).view(-1)
+
+    return SmallCNN()
