@@ -134,9 +134,81 @@ def test_an_arms_sweep_compares_per_class_metrics_and_shows_samples_side_by_side
     assert runs.Run(workdir / "points" / "augmented").checkpoint_epochs("conditional")[-1] == 2
     with open(workdir / "sweep.csv", newline="") as file:
         assert "NORMAL/recall" in next(csv.reader(file))
-    table = (workdir / "sweep.md").read_text().splitlines()
-    assert table[0].startswith("| arm | kimg | train time | NORMAL FID |")
-    assert table[2].startswith("| reports | 0.096 | ") and len(table) == 4
+    page = (workdir / "sweep.md").read_text().splitlines()
+    assert page[0] == sweep.RANKING_NOTE and page[1] == ""
+    table = page[2:]
+    assert table[0].startswith(
+        "| rank (collapsed last) | arm | collapsed | mean FID gap to floor | kimg | train time | "
+        "NORMAL FID |"
+    )
+    assert "| NORMAL diversity |" in table[0] and len(table) == 4
+    # The rows in rank order, each arm once, its kimg and diversity shown.
+    ranked = {row["arm"]: row for row in sweep.rank_points(rows)}
+    for line, rank in zip(table[2:], (1, 2), strict=True):
+        arm = next(name for name, row in ranked.items() if row["rank"] == rank)
+        kimg = "0.096" if arm == "reports" else "0.048"
+        assert line.startswith(f"| {rank} | {arm} | "), line
+        assert f" | {kimg} | " in line and f" | {ranked[arm]['NORMAL/diversity']:.3f} |" in line
     assert (workdir / "plots" / "arms_fid.png").stat().st_size > 0
     assert (workdir / "samples.png").stat().st_size > 0
     assert set(rows[0]["samples"]) == {"NORMAL", "PNEUMONIA"}
+
+
+def _row(point, gap, recall, diversity=None, **extra):
+    row = {"point": point, "arm": point, "fid_gap_mean": gap, "kimg": 1.0, "train_seconds": 5.0}
+    for name in ("NORMAL", "PNEUMONIA"):
+        row.update({f"{name}/fid": gap + 50, f"{name}/fid_matched": gap + 50,
+                    f"{name}/fid_floor": 50.0, f"{name}/kid_mean": 0.1, f"{name}/kid_floor": 0.0,
+                    f"{name}/precision": 0.5, f"{name}/recall": recall})  # fmt: skip
+        if diversity is not None:
+            row[f"{name}/diversity"] = 0.9
+    row.update(extra)
+    return row
+
+
+def test_collapsed_points_rank_after_every_other_whatever_their_gap():
+    rows = [
+        # The best gap, but NORMAL is one template: last but one.
+        _row("template", 10.0, 0.5, 0.9, **{"NORMAL/recall": 0.0, "NORMAL/diversity": 0.1}),
+        _row("far", 50.0, 0.5, 0.9),
+        _row("near", 30.0, 0.5, 0.9),
+        # A row read back from a point.json written before diversity: judged by recall alone.
+        _row("old_collapsed", 5.0, 0.0, **{"NORMAL/recall": 0.0, "PNEUMONIA/recall": 0.0}),
+        _row("old_covered", 40.0, 0.5),
+        _row("no_floor", float("nan"), 0.5, 0.9),
+        # Recall 0 but as varied as the real images: bad, not collapsed.
+        _row("varied_far", 60.0, 0.5, 0.9, **{"NORMAL/recall": 0.0}),
+    ]
+    ranked = sweep.rank_points(rows)
+    assert [(r["point"], r["rank"], r["collapsed"]) for r in ranked] == [
+        ("near", 1, ""),
+        ("old_covered", 2, ""),
+        ("far", 3, ""),
+        ("varied_far", 4, ""),
+        ("no_floor", 5, ""),
+        ("old_collapsed", 6, "NORMAL PNEUMONIA"),
+        ("template", 7, "NORMAL"),
+    ]
+    assert "rank" not in rows[0]  # the input rows are left as they were
+    table = sweep.arms_table(rows).splitlines()
+    assert table[2].startswith("| 1 | near | no | 30.0 | 1 | 5s | 80.0 | 80.0 (50.0) |")
+    assert table[3].startswith("| 2 | old_covered | no | 40.0 |") and "| n/a |" in table[3]
+    assert table[8].startswith("| 7 | template | **collapsed: NORMAL** | 10.0 |")
+    assert "| 0.50 / 0.00 | 0.100 | " in table[8]
+    assert table[7].startswith("| 6 | old_collapsed | **collapsed: NORMAL, PNEUMONIA** | 5.0 |")
+    assert "collapsed" in sweep.RANKING_NOTE and "ranked after" in sweep.RANKING_NOTE
+
+
+def test_sweep_csv_keeps_the_planned_order_with_rank_and_collapsed(tmp_path):
+    rows = [_row("a", 10.0, 0.0, 0.9, **{"NORMAL/diversity": 0.1}), _row("b", 20.0, 0.5, 0.9)]
+    for row in rows:
+        row.update({"optim.g_lr": 1e-4, "fid_mean": 60.0, "images_per_second": 1.0})
+    (tmp_path / "plots").mkdir()
+    sweep.write_outputs(tmp_path, rows, ["optim.g_lr"])
+    with open(tmp_path / "sweep.csv", newline="") as file:
+        written = list(csv.DictReader(file))
+    assert [(r["point"], r["rank"], r["collapsed"]) for r in written] == [
+        ("a", "2", "NORMAL"),
+        ("b", "1", ""),
+    ]
+    assert (tmp_path / "sweep.md").read_text().startswith(sweep.RANKING_NOTE)

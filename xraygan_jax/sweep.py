@@ -15,9 +15,16 @@ difference: the first report's wish to choose GAN settings by what they do for t
 not by FID alone.
 
 Points run one after another and resume: a finished point is read back, not rerun. Written:
-sweep.csv (one row per point: per-class FID, KID, precision/recall with floors, images shown,
-time), plots/sweep_<parameter>.png, and for arms sweep.md (the table in Markdown),
-plots/arms_fid.png and samples.png (every arm's last sample grid per class, side by side).
+sweep.csv (one row per point: per-class FID, KID, precision/recall and diversity with floors,
+images shown, time, the rank and the collapsed classes), sweep.md (the ranked table in
+Markdown), plots/sweep_<parameter>.png, and for arms plots/arms_fid.png and samples.png (every
+arm's last sample grid per class, side by side).
+
+Ranking (`rank_points`): by the mean over classes of the gap to the floor, `fid_matched -
+fid_floor`, with every point that has a collapsed class (metrics.diversity's rule: recall and
+diversity near 0, one template whatever z is) marked and ranked after all the others, so that a
+well-placed template cannot come first. Rows written before diversity was measured are read
+back and judged by recall alone.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ import numpy as np
 
 from xraygan_jax import errors, runs, study, viz
 from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.metrics import diversity
 from xraygan_jax.train import gan_loop, reporting
 
 
@@ -200,7 +208,13 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         rows.append(_run_point(config, workdir, point))
         if point_name(point) not in finished:
             done += 1
-            progress.update(done, f"{point_name(point)}: mean FID {rows[-1]['fid_mean']:.1f}")
+            collapsed = collapsed_classes(rows[-1])
+            progress.update(
+                done,
+                f"{point_name(point)}: mean FID {rows[-1]['fid_mean']:.1f}, gap to floor "
+                f"{fid_gap(rows[-1]):.1f}"
+                + (f" | COLLAPSED: {', '.join(collapsed)}" if collapsed else ""),
+            )
     write_outputs(workdir, rows, [key for key in planned[0]])
     return rows
 
@@ -241,6 +255,8 @@ def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str
         with study_job.unlocked():
             study_job.data = job.data.copy_and_resolve_references()
             study_job.study.fractions = (0.0, float(config.sweep.gain_fraction))
+            # The gain of a GAN setting against 0% only: the control arms would not change it.
+            study_job.study.controls = ()
         outcome = study.run_study(study_job, folder / "study", gan_workdir=folder)
         accuracy = {}
         for result in outcome:
@@ -261,6 +277,7 @@ _RECORD_FIELDS = (
     "kid_floor",
     "precision",
     "recall",
+    "diversity",
     "num_real",
 )
 
@@ -277,25 +294,92 @@ def _last_grids(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     return grids
 
 
+def row_classes(row: dict) -> list[str]:
+    """The classes a sweep row has metrics for, sorted."""
+    return sorted({key.split("/")[0] for key in row if key.endswith("/fid")})
+
+
+def collapsed_classes(row: dict) -> list[str]:
+    """The classes of a sweep row that metrics.diversity's rule calls collapsed.
+
+    A row read back from a point.json written before diversity was measured has no
+    `<class>/diversity`: the rule then judges that class by recall alone.
+    """
+    return [
+        name
+        for name in row_classes(row)
+        if diversity.is_collapsed(row.get(f"{name}/recall"), row.get(f"{name}/diversity"))
+    ]
+
+
+def fid_gap(row: dict) -> float:
+    """The row's mean over classes of `fid_matched - fid_floor` (NaN when a floor is missing)."""
+    if "fid_gap_mean" in row:
+        return float(row["fid_gap_mean"])
+    gaps = [
+        row.get(f"{name}/fid_matched", float("nan")) - row.get(f"{name}/fid_floor", float("nan"))
+        for name in row_classes(row)
+    ]
+    return float(np.mean(gaps)) if gaps else float("nan")
+
+
+def rank_points(rows: list[dict]) -> list[dict]:
+    """The rows best first: the points with no collapsed class by their gap to the floor, then the
+    collapsed ones by theirs; a NaN gap comes last in its group.
+
+    Returns:
+      New dicts, each row with `rank` (1 = best) and `collapsed` (the collapsed classes,
+      space-separated; "" for none) added.
+    """
+
+    def key(row: dict) -> tuple[bool, bool, float]:
+        gap = fid_gap(row)
+        return (bool(collapsed_classes(row)), not np.isfinite(gap), gap if np.isfinite(gap) else 0)
+
+    return [
+        {**row, "rank": rank, "collapsed": " ".join(collapsed_classes(row))}
+        for rank, row in enumerate(sorted(rows, key=key), start=1)
+    ]
+
+
+RANKING_NOTE = (
+    "Ranked by the mean gap to the floor over classes (`fid_matched - fid_floor`, lower is "
+    "better); a point with a collapsed class (" + diversity.RULE + "; diversity: the generated "
+    "images' mean pairwise Inception-feature distance over the real ones', 1 = as varied) is "
+    "marked **collapsed** and ranked after every point that is not."
+)
+
+
+def _format(value: Any, spec: str) -> str:
+    return "n/a" if value is None else f"{value:{spec}}"
+
+
 def arms_table(rows: list[dict]) -> str:
-    """A Markdown table of an arms sweep: per class FID (the matched-size score and the floor),
-    KID, precision and recall, and per arm the images shown and the training time."""
-    classes = sorted({key.split("/")[0] for row in rows for key in row if key.endswith("/fid")})
-    header = ["arm", "kimg", "train time"]
+    """A Markdown table of a sweep, ranked (`rank_points`, collapsed points last and marked): per
+    point the gap to the floor, the images shown and the training time; per class FID (the
+    matched-size score and the floor), KID, precision and recall, and diversity."""
+    ranked = rank_points(rows)
+    classes = sorted({name for row in ranked for name in row_classes(row)})
+    header = ["rank (collapsed last)", "arm" if any(ARM in r for r in ranked) else "point"]
+    header += ["collapsed", "mean FID gap to floor", "kimg", "train time"]
     for name in classes:
         header += [
             f"{name} FID",
             f"{name} FID at floor size (floor)",
             f"{name} KID (floor)",
             f"{name} precision / recall",
+            f"{name} diversity",
         ]
-    gains = any("classifier_gain" in row for row in rows)
+    gains = any("classifier_gain" in row for row in ranked)
     if gains:
         header.append("classifier gain")
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for row in rows:
+    for row in ranked:
         cells = [
-            str(row[ARM]),
+            str(row["rank"]),
+            str(row.get(ARM) or row.get("point", "")),
+            f"**collapsed: {', '.join(row['collapsed'].split())}**" if row["collapsed"] else "no",
+            f"{fid_gap(row):.1f}",
             f"{row.get('kimg', float('nan')):g}",
             reporting.format_duration(row.get("train_seconds", float("nan"))),
         ]
@@ -305,6 +389,7 @@ def arms_table(rows: list[dict]) -> str:
                 f"{row[f'{name}/fid_matched']:.1f} ({row[f'{name}/fid_floor']:.1f})",
                 f"{row[f'{name}/kid_mean']:.3f} ({row[f'{name}/kid_floor']:.3f})",
                 f"{row[f'{name}/precision']:.2f} / {row[f'{name}/recall']:.2f}",
+                _format(row.get(f"{name}/diversity"), ".3f"),
             ]
         if gains:
             gain = row.get("classifier_gain")
@@ -314,15 +399,18 @@ def arms_table(rows: list[dict]) -> str:
 
 
 def write_outputs(workdir: pathlib.Path, rows: list[dict], parameters: list[str]) -> None:
-    """sweep.csv and the plots: one per parameter (FID, gap to floor, wall time, classifier
+    """sweep.csv (in planned order, with each point's rank and collapsed classes), sweep.md (the
+    ranked table) and the plots: one per parameter (FID, gap to floor, wall time, classifier
     gain) for grids and lists; per-class FID beside its floor and the sample grids for arms."""
-    columns = [key for key in dict.fromkeys(k for row in rows for k in row) if key != "samples"]
+    by_name = {row["point"]: row for row in rank_points(rows)}
+    in_order = [by_name[row["point"]] for row in rows]
+    columns = [key for key in dict.fromkeys(k for row in in_order for k in row) if key != "samples"]
     with open(workdir / "sweep.csv", "w", newline="", encoding="utf-8") as file:
         writer = csv.DictWriter(file, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
-        writer.writerows(rows)
+        writer.writerows(in_order)
+    (workdir / "sweep.md").write_text(f"{RANKING_NOTE}\n\n{arms_table(rows)}")
     if ARM in parameters:
-        (workdir / "sweep.md").write_text(arms_table(rows))
         viz.plot_arms(rows, workdir / "plots" / "arms_fid.png")
         grids = [
             {name: workdir / grid for name, grid in row.get("samples", {}).items()} for row in rows
