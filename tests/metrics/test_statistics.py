@@ -139,46 +139,131 @@ def test_summarise_over_seeds_by_hand():
     assert single["mean"] == 0.8 and single["n"] == 1 and math.isnan(single["std"])
 
 
-def test_paired_difference_over_seeds_by_hand():
-    # Two seeds with differences 0 and 1 (exact in binary): resampled means 0, 1/2, 1 with
-    # chance 1/4, 1/2, 1/4; mean 1/2; 95% -> (0, 1); 40% -> (1/2, 1/2).
-    assert statistics.paired_difference_ci([0.5, 1.0], [0.5, 0.0]) == {
-        "mean_difference": 0.5,
-        "low": 0.0,
-        "high": 1.0,
-        "n": 2,
+def test_paired_t_interval_by_hand():
+    # Differences 0.1, 0.2, 0.3: mean 0.2, sd 0.1, se 0.1 / sqrt(3); t(2, 0.975) = 4.302653.
+    result = statistics.paired_t_interval([0.6, 0.7, 0.8], [0.5, 0.5, 0.5])
+    half = 4.302652729911275 * 0.1 / math.sqrt(3)
+    assert result["mean_difference"] == pytest.approx(0.2)
+    assert result["std"] == pytest.approx(0.1)
+    assert (result["low"], result["high"]) == pytest.approx((0.2 - half, 0.2 + half))
+    # t = 0.2 / (0.1 / sqrt 3) = 3.4641 on 2 degrees of freedom: two-sided p = 0.07418.
+    assert result["p_value"] == pytest.approx(0.0741799, rel=1e-5)
+    assert result["n"] == 3
+
+
+def test_paired_t_interval_of_a_constant_gain_is_that_gain():
+    result = statistics.paired_t_interval([0.75, 0.5, 0.625], [0.5, 0.25, 0.375])
+    assert (result["low"], result["high"]) == (0.25, 0.25)
+    assert math.isnan(result["p_value"])
+
+
+def test_one_seed_is_not_computable_and_says_so():
+    message = r"needs at least 2 seeds per arm, got 1: it is not computable, so no verdict"
+    with pytest.raises(statistics.NotComputableError, match=message):
+        statistics.paired_t_interval([0.75], [0.5])
+    with pytest.raises(statistics.NotComputableError, match=message):
+        statistics.sign_flip_test([0.75], [0.5])
+    labels = np.array([0, 1, 0, 1])
+    scores = np.array([[0.2, 0.8, 0.4, 0.6]])
+    with pytest.raises(statistics.NotComputableError, match=message):
+        statistics.compare_with_baseline(labels, scores, {"arm": scores}, "accuracy")
+
+
+def test_sign_flip_test_is_exact_on_small_cases():
+    # Differences +1, +1: of the 4 sign assignments, 2 (all + and all -) are as extreme.
+    assert statistics.sign_flip_test([2.0, 2.0], [1.0, 1.0]) == pytest.approx(0.5)
+    # Ten differences of one sign: 2 of 1024 assignments: p = 2 / 1024.
+    assert statistics.sign_flip_test(np.arange(10) + 1.0, np.zeros(10)) == pytest.approx(2 / 1024)
+    assert statistics.sign_flip_test([0.5, 0.5], [0.5, 0.5]) == 1.0
+
+
+def test_holm_adjustment_by_hand():
+    # Sorted 0.01, 0.03, 0.04 times 3, 2, 1 -> 0.03, 0.06, 0.04 -> monotone: 0.03, 0.06, 0.06.
+    adjusted = statistics.holm_adjust([0.04, 0.01, 0.03])
+    np.testing.assert_allclose(adjusted, [0.06, 0.03, 0.06])
+    np.testing.assert_allclose(statistics.holm_adjust([0.5, float("nan")]), [0.5, np.nan])
+    np.testing.assert_allclose(statistics.holm_adjust([0.6, 0.9]), [1.0, 1.0])
+
+
+def test_minimum_detectable_effect_is_2_8_standard_errors_at_80_percent_power():
+    assert statistics.minimum_detectable_effect(0.01) == pytest.approx(0.028016, rel=1e-4)
+    # With 9 degrees of freedom the t quantiles: 2.262157 + 0.883404.
+    assert statistics.minimum_detectable_effect(0.01, dof=9) == pytest.approx(0.03145561, rel=1e-4)
+    assert statistics.test_size_detectable_effect(2) == 1.0  # capped: the whole scale
+    assert statistics.test_size_detectable_effect(300) == pytest.approx(
+        2.8016 * math.sqrt(0.5 / 300), rel=1e-3
+    )
+
+
+def test_weighted_auc_equals_the_auc_of_the_repeated_images():
+    rng = np.random.default_rng(3)
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 1, 0, 0])
+    scores = np.round(rng.random(10), 1)  # ties on purpose
+    weights = rng.integers(0, 4, size=(5, 10)).astype(float)
+    weights[:, 0] += 1  # at least one NORMAL image per row
+    weights[:, 1] += 1  # and one PNEUMONIA
+    got = statistics._weighted_auc(labels, scores, weights)
+    for row, value in zip(weights.astype(int), got, strict=True):
+        repeated = np.repeat(np.arange(10), row)
+        assert value == pytest.approx(classification.roc_auc(labels[repeated], scores[repeated]))
+
+
+def test_seed_image_bootstrap_of_identical_arms_has_zero_differences():
+    labels = np.array([0, 1, 1, 0, 1, 0, 1, 1])
+    scores = np.random.default_rng(0).random((4, 8))
+    for metric in statistics.REPLICATED_METRICS:
+        points, replicates = statistics.seed_image_bootstrap(
+            labels, {"a": scores, "b": scores.copy()}, metric, num_resamples=50
+        )
+        assert points["a"] == points["b"]
+        np.testing.assert_array_equal(replicates["a"], replicates["b"])
+    result = statistics.compare_with_baseline(labels, scores, {"same": scores}, "auc")["same"]
+    assert result["difference"] == 0 and result["low"] == result["high"] == 0
+    assert result["verdict"] == "no detectable difference"
+
+
+def test_seed_image_bootstrap_point_is_the_mean_of_the_seed_metrics():
+    labels = np.array([0, 1, 1, 0, 1, 0])
+    scores = np.array([[0.2, 0.9, 0.4, 0.3, 0.8, 0.6], [0.6, 0.7, 0.8, 0.1, 0.2, 0.3]])
+    points, _ = statistics.seed_image_bootstrap(
+        labels, {"arm": scores}, "accuracy", num_resamples=10
+    )
+    assert points["arm"] == pytest.approx(np.mean([ACCURACY(labels, row) for row in scores]))
+
+
+def test_interval_from_replicates_is_on_the_t_scale():
+    replicates = np.array([-1.0, 1.0] * 50)  # sd (ddof 1) = sqrt(100 / 99)
+    result = statistics.interval_from_replicates(0.5, replicates, 5)
+    se = math.sqrt(100 / 99) * math.sqrt(5 / 4)
+    half = 2.7764451051977987 * se  # t(4, 0.975)
+    assert result["se"] == pytest.approx(se)
+    assert (result["low"], result["high"]) == pytest.approx((0.5 - half, 0.5 + half))
+    assert result["dof"] == 4
+
+
+def test_recovered_share_by_hand():
+    points = {"gan": 0.82, "duplicate": 0.80, "oracle": 0.84}
+    # Replicates that move together: the share is exactly 0.5 on every one, so its interval too.
+    shift = np.linspace(-0.01, 0.01, 20)
+    replicates = {
+        "gan": 0.82 + shift,
+        "duplicate": 0.80 + shift,
+        "oracle": 0.84 + shift,
     }
-    narrow = statistics.paired_difference_ci([0.5, 1.0], [0.5, 0.0], confidence=0.4)
-    assert (narrow["low"], narrow["high"]) == (0.5, 0.5)
+    share = statistics.recovered_share(points, replicates, 10)
+    assert share["share"] == pytest.approx(0.5)
+    assert (share["low"], share["high"]) == pytest.approx((0.5, 0.5))
 
 
-def test_paired_difference_of_a_constant_gain_is_that_gain():
-    # 0.75 - 0.5 = 0.5 - 0.25 = 0.625 - 0.375 = 0.25 on every seed.
-    result = statistics.paired_difference_ci([0.75, 0.5, 0.625], [0.5, 0.25, 0.375])
-    assert result == {"mean_difference": 0.25, "low": 0.25, "high": 0.25, "n": 3}
-    assert statistics.verdict(result["low"], result["high"]) == "better"
-
-
-def test_paired_difference_of_one_seed_has_no_interval():
-    result = statistics.paired_difference_ci([0.75], [0.5])
-    assert result["mean_difference"] == 0.25 and result["n"] == 1
-    assert math.isnan(result["low"]) and math.isnan(result["high"])
-    assert statistics.verdict(result["low"], result["high"]) == "not enough data"
-
-
-def test_paired_difference_with_a_nan_seed_is_nan():
-    result = statistics.paired_difference_ci([0.75, float("nan")], [0.5, 0.5])
-    assert math.isnan(result["mean_difference"]) and math.isnan(result["low"])
-
-
-def test_paired_difference_is_reproducible_and_brackets_the_mean():
-    arm = [0.81, 0.84, 0.80, 0.86, 0.83]
-    base = [0.80, 0.80, 0.81, 0.82, 0.80]
-    first = statistics.paired_difference_ci(arm, base, seed=4, num_resamples=500)
-    assert first == statistics.paired_difference_ci(arm, base, seed=4, num_resamples=500)
-    # Differences 0.01, 0.04, -0.01, 0.04, 0.03: mean 0.11 / 5 = 0.022, inside [min, max].
-    assert first["mean_difference"] == pytest.approx(0.022)
-    assert -0.01 - 1e-12 <= first["low"] < 0.022 < first["high"] <= 0.04 + 1e-12
+def test_seed_image_bootstrap_rejects_bad_input_by_name():
+    labels = np.array([0, 1, 0, 1])
+    scores = np.full((2, 4), 0.5)
+    with pytest.raises(ValueError, match="metric 'f1' is unknown .* use one of: accuracy"):
+        statistics.seed_image_bootstrap(labels, {"a": scores}, "f1")
+    with pytest.raises(ValueError, match=r"every arm needs the same seeds: got score shapes"):
+        statistics.seed_image_bootstrap(labels, {"a": scores, "b": scores[:1]}, "accuracy")
+    with pytest.raises(ValueError, match="needs test images of both classes"):
+        statistics.seed_image_bootstrap(np.ones(4, int), {"a": scores}, "accuracy")
 
 
 @pytest.mark.parametrize(
@@ -216,7 +301,7 @@ def test_bad_input_is_rejected_by_name():
     with pytest.raises(ValueError, match="correct_b must be 0 or 1; found 2 at index 1"):
         statistics.mcnemar_exact([1, 0], [1, 2])
     with pytest.raises(ValueError, match="differ in length: 3 and 2 seeds"):
-        statistics.paired_difference_ci([0.1, 0.2, 0.3], [0.1, 0.2])
+        statistics.paired_t_interval([0.1, 0.2, 0.3], [0.1, 0.2])
     with pytest.raises(ValueError, match="values must be a non-empty 1-D"):
         statistics.summarise_over_seeds([])
 

@@ -9,7 +9,8 @@ Modules:
   reference          real-image statistics cached per data set, split, class, image size, resize.
   diversity          generated over real mean pairwise feature distance; the collapse rule.
   classification     accuracy, sensitivity, specificity, AUC, confusion counts, thresholds.
-  statistics         bootstrap intervals, McNemar's exact test, paired differences, verdicts.
+  statistics         two-level seed-and-image bootstrap, t-intervals, Holm, McNemar, verdicts.
+  calibration        simulated studies with a known answer: how often the verdict rule errs.
 
 GAN evaluation of runs lives in xraygan_jax.evaluators (metrics/ imports nothing from train/).
 """
