@@ -239,28 +239,128 @@ def plot_metric_by_epoch(
 _STUDY_METRICS = ("accuracy", "sensitivity", "specificity")
 
 
+def _series_name(row: dict) -> str:
+    """The line a study arm belongs to: GAN, duplicate, oracle, each with or without classic."""
+    name = {"real": "GAN", "gan": "GAN"}.get(row.get("source", "gan"), row.get("source", "gan"))
+    return name + (" + classic" if row.get("classic") else "")
+
+
 def plot_study_by_fraction(by_size: dict, path: str | os.PathLike) -> str:
-    """Accuracy, sensitivity and specificity (%) against the synthetic fraction, mean ± sd.
+    """Accuracy, sensitivity and specificity (%) against the extra-image fraction, mean ± sd.
+
+    One line per real-set size and kind of extra images (GAN, duplicate, oracle, + classic);
+    every line starts from its size's baseline (0%, or "classic" for the classic lines).
 
     Args:
-      by_size: {real images per class: [summaries with fraction, <metric>_mean, <metric>_std]}.
+      by_size: {real images per class: [summaries with fraction, source, classic,
+        <metric>_mean, <metric>_std]}.
     """
     figure, axes = plt.subplots(1, 3, figsize=(12, 3.8), dpi=_DPI, sharey=True)
     for size, rows in by_size.items():
-        rows = sorted(rows, key=lambda r: r["fraction"])
-        fractions = [100 * r["fraction"] for r in rows]
-        for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
-            means = [100 * r[f"{metric}_mean"] for r in rows]
-            stds = [100 * np.nan_to_num(r[f"{metric}_std"]) for r in rows]
-            axis.errorbar(
-                fractions, means, yerr=stds, marker="o", capsize=3, label=f"{size} real/class"
-            )
+        series: dict[str, list[dict]] = {}
+        for row in rows:
+            if row["fraction"] > 0:
+                series.setdefault(_series_name(row), []).append(row)
+        for name, members in series.items():
+            start = [
+                r
+                for r in rows
+                if r["fraction"] == 0 and bool(r.get("classic")) == ("classic" in name)
+            ]
+            members = sorted(start + members, key=lambda r: r["fraction"])
+            fractions = [100 * r["fraction"] for r in members]
+            for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
+                axis.errorbar(
+                    fractions,
+                    [100 * r[f"{metric}_mean"] for r in members],
+                    yerr=[100 * np.nan_to_num(r[f"{metric}_std"]) for r in members],
+                    marker="o",
+                    capsize=3,
+                    label=f"{name}, {size} real/class",
+                )
     for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
         axis.set_title(metric)
-        axis.set_xlabel("synthetic images in the training set (%)")
+        axis.set_xlabel("extra images in the training set (%)")
         axis.grid(alpha=0.3)
     axes[0].set_ylabel("test split (%)")
-    axes[-1].legend(fontsize=8)
+    axes[-1].legend(fontsize=7)
+    return _save(figure, path)
+
+
+def plot_study_differences(
+    by_size: dict, endpoint: str, title: str, path: str | os.PathLike
+) -> str:
+    """Each arm's difference from 0% on one endpoint with its 95% interval, per real-set size.
+
+    A forest plot: one row per arm, one marker per size; with several sizes a second panel draws
+    each arm's difference against the real-set size, so one sees where, if anywhere, the oracle
+    helps and where the GAN does.
+
+    Args:
+      by_size: {real images per class: [summaries with d_<endpoint>, d_<endpoint>_low/_high]}.
+      endpoint: the summary key, e.g. "auc".
+      title: the endpoint's name for the axis.
+    """
+    key = f"d_{endpoint}"
+    arms = []
+    for rows in by_size.values():
+        for row in rows:
+            if key in row and row["arm"] not in arms:
+                arms.append(row["arm"])
+    panels = 2 if len(by_size) > 1 else 1
+    figure, axes = plt.subplots(
+        1, panels, figsize=(6 * panels, 0.5 * len(arms) + 1.8), dpi=_DPI, squeeze=False
+    )
+    forest = axes[0, 0]
+    offsets = np.linspace(-0.2, 0.2, len(by_size)) if len(by_size) > 1 else [0.0]
+    for offset, (size, rows) in zip(offsets, by_size.items(), strict=True):
+        rows = {r["arm"]: r for r in rows if key in r}
+        ys = [arms.index(a) + offset for a in rows]
+        values = np.array([100 * r[key] for r in rows.values()])
+        low = np.array([100 * r[f"{key}_low"] for r in rows.values()])
+        high = np.array([100 * r[f"{key}_high"] for r in rows.values()])
+        forest.errorbar(
+            values,
+            ys,
+            xerr=[np.nan_to_num(values - low), np.nan_to_num(high - values)],
+            fmt="o",
+            capsize=3,
+            label=f"{size} real/class",
+        )
+    forest.axvline(0.0, color="black", linewidth=0.8)
+    forest.set_yticks(range(len(arms)), arms)
+    forest.invert_yaxis()
+    forest.set_xlabel(f"{title}: arm minus 0% (points)")
+    forest.grid(alpha=0.3, axis="x")
+    if len(by_size) > 1:
+        forest.legend(fontsize=8)
+        trend = axes[0, 1]
+        for arm in arms:
+            points = []
+            for size, rows in by_size.items():
+                for row in rows:
+                    if row["arm"] == arm and key in row:
+                        points.append((row["num_real"] if size == "all" else size, row))
+            points.sort(key=lambda p: p[0])
+            values = np.array([100 * p[1][key] for p in points])
+            trend.errorbar(
+                [p[0] for p in points],
+                values,
+                yerr=[
+                    np.nan_to_num(values - [100 * p[1][f"{key}_low"] for p in points]),
+                    np.nan_to_num([100 * p[1][f"{key}_high"] for p in points] - values),
+                ],
+                marker="o",
+                capsize=3,
+                label=arm,
+            )
+        trend.axhline(0.0, color="black", linewidth=0.8)
+        trend.set_xscale("log")
+        trend.set_xlabel("real train images per class")
+        trend.set_ylabel(f"{title}: arm minus 0% (points)")
+        trend.grid(alpha=0.3)
+        trend.legend(fontsize=7)
+    figure.tight_layout()
     return _save(figure, path)
 
 
@@ -282,7 +382,7 @@ def plot_study_by_size(by_size: dict, path: str | os.PathLike) -> str:
                 yerr=[100 * np.nan_to_num(p[1][f"{metric}_std"]) for p in points],
                 marker="o",
                 capsize=3,
-                label=f"{arm} synthetic",
+                label=arm,
             )
     for axis, metric in zip(axes, _STUDY_METRICS, strict=True):
         axis.set_title(metric)

@@ -129,6 +129,63 @@ def mix_synthetic(real: Any, synthetic: Any, fraction: float, *, seed: int) -> p
 MIX_MODES = ("add", "replace")
 
 
+
+def duplicate_real(real: Any, fraction: float, *, mode: str, seed: int) -> pipeline.ArraySource:
+    """The study's `duplicate` control: extra copies of real images instead of synthetic ones.
+
+    It has exactly the counts of the synthetic arm of the same fraction and mode, so a gain of
+    that arm over this one cannot come from showing more images (the classifier's augmentation
+    makes each copy a new draw when it is seen):
+      add: per class with R images, `num_synthetic(R, f)` copies of that class's real images are
+        added, without replacement while there are images left (every image once before any
+        twice);
+      replace: `num_replaced(R, f)` real images are dropped (the same seeded choice as
+        `replace_with_synthetic`) and as many copies of the kept ones added: the same size with
+        fewer distinct images.
+
+    Args:
+      real: random-access source of real records.
+      fraction: in [0, 1); 0 returns the real set.
+      mode: "add" or "replace".
+      seed: chooses the copies.
+
+    Raises:
+      ValueError: fraction outside [0, 1), an unknown mode, or an empty real set.
+    """
+    _check_fraction(fraction, "fraction")
+    if fraction == 1.0:
+        raise ValueError(
+            "duplicate_real needs a fraction below 1: with no real image left there is nothing "
+            "to duplicate."
+        )
+    if mode not in MIX_MODES:
+        raise ValueError(f"mixing mode {mode!r} is unknown; use one of: {', '.join(MIX_MODES)}")
+    real_source = pipeline.ArraySource.from_source(real)
+    if len(real_source) == 0:
+        raise ValueError("The real set is empty; nothing to duplicate.")
+    if fraction == 0.0:
+        return real_source
+    kept, copies = [], []
+    for label in np.unique(real_source.labels):
+        indices = np.flatnonzero(real_source.labels == label)
+        if mode == "add":
+            count, pool = num_synthetic(indices.size, fraction), indices
+        else:
+            count = num_replaced(indices.size, fraction)
+            order = np.random.default_rng([seed, int(label), 1]).permutation(indices)
+            pool = np.sort(order[count:])
+        kept.append(indices if mode == "add" else pool)
+        rng = np.random.default_rng([seed, int(label), 2])
+        rounds = -(-count // max(pool.size, 1))
+        drawn = np.concatenate([rng.permutation(pool) for _ in range(rounds)] or [pool[:0]])
+        copies.append(drawn[:count])
+    keep, copy = np.sort(np.concatenate(kept)), np.concatenate(copies)
+    return pipeline.ArraySource(
+        np.concatenate([real_source.images[keep], real_source.images[copy]]),
+        np.concatenate([real_source.labels[keep], real_source.labels[copy]]),
+    )
+
+
 def num_replaced(num_real: int, fraction: float) -> int:
     """Real images of a class replaced by synthetic ones in `replace` mode: round_half_up(R f)."""
     _check_fraction(fraction, "fraction")

@@ -31,6 +31,8 @@ CLASS_NAMES = ("NORMAL", "PNEUMONIA")
 SPLITS = ("train", "val", "test")
 
 _SPLIT_IDS = {"train": 0, "val": 1, "test": 2}
+# The stream of `generate_fresh`: images no split holds (the study's oracle arm).
+_FRESH_SPLIT_ID = 3
 # Separate seed streams, so that the label permutation and the images never share random numbers.
 _STREAM_IMAGES = 0
 _STREAM_LABELS = 1
@@ -256,6 +258,35 @@ def generate(spec: PhantomSpec, split: str, start: int, stop: int) -> tuple[np.n
             split_labels[begin - start : end - start],
         )
     return images, split_labels
+
+
+def generate_fresh(spec: PhantomSpec, labels_: np.ndarray, *, start: int = 0) -> np.ndarray:
+    """Renders new images of the given labels that no split of `spec` holds.
+
+    They come from a seed stream of their own (as a fourth split would), indices `start`,
+    `start + 1`, ...; so they are drawn from the same distribution as the train split without
+    being any of its images: the "oracle" of the augmentation study, a perfect generator's output.
+
+    Args:
+      spec: the data set (image size, difficulty, seed).
+      labels_: int [n], 0 = NORMAL, 1 = PNEUMONIA.
+      start: first index of the stream.
+
+    Returns:
+      uint8 [n, S, S, 1]; image i depends on (spec, start + i, labels_[i]) only.
+    """
+    labels_ = np.asarray(labels_, dtype=np.int64)
+    if labels_.ndim != 1 or not np.isin(labels_, (0, 1)).all():
+        raise ValueError(f"labels must be a 1-D array of 0/1, got {labels_!r}.")
+    size = spec.image_size
+    images = np.empty((labels_.size, size, size, 1), np.uint8)
+    block = max(1, _BLOCK_PIXELS // (size * size))
+    for begin in range(0, labels_.size, block):
+        end = min(begin + block, labels_.size)
+        images[begin:end, ..., 0] = _render(
+            spec, _FRESH_SPLIT_ID, np.arange(start + begin, start + end), labels_[begin:end]
+        )
+    return images
 
 
 class PhantomSource:
