@@ -11,6 +11,8 @@ step) the validation split is scored and the weights best by `select_metric` are
 stops after that many evaluations without improvement. The test split is never seen here.
 
 The step runs under `jax.jit` on the ("data",) mesh like the GAN's (state replicated, batch split).
+Classifiers train one at a time: seeds vmapped together or one worker process per core were not
+faster on the 2-core CPU (docs/performance.md, "Study classifiers").
 The kept weights are saved with orbax in `workdir` (one checkpoint, numbered by its step).
 """
 
