@@ -62,8 +62,8 @@ _JSON = flags.DEFINE_string("json", None, "Also write the results here.")
 _WORKER = flags.DEFINE_string("worker", None, "Internal: run as a worker (jax | torch).")
 _WORKER_SEEDS = flags.DEFINE_list("worker_seeds", [], "Internal: the worker's seeds.")
 
-# One core per worker process: no Eigen thread pool, one intra-op thread.
 _WARM_UP_SEED = 1000  # the untimed classifier that compiles
+# One core per worker process: no Eigen thread pool, one intra-op thread.
 _SINGLE_CORE_XLA_FLAGS = "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
 
 
