@@ -238,33 +238,27 @@ def _hold_out_oracle_pool(
       errors.DataError: a class too small to give the pool an image, or one the pool would leave
         too few images for validation and training (both name the class and the counts).
     """
-    pool, rest = [], []
+    counts = {}
     for label in np.unique(source.labels):
-        indices = np.flatnonzero(source.labels == label)
-        count = int(round(indices.size * fraction))
+        size = int(np.count_nonzero(source.labels == label))
+        count = int(round(size * fraction))
         name = class_names[int(label)]
         if count < 1:
             raise errors.DataError(
-                f"class {name} has {indices.size} train image(s): holding out "
+                f"class {name} has {size} train image(s): holding out "
                 f"--config.study.oracle_fraction={fraction} of them for the oracle arm leaves the "
                 f"pool empty (it needs at least {int(np.ceil(1 / fraction))} images per class). "
                 "Use a larger set, or drop 'oracle' from --config.study.controls."
             )
-        if indices.size - count < 2:
+        if size - count < 2:
             raise errors.DataError(
-                f"class {name} has {indices.size} train image(s): an oracle pool of {count} "
+                f"class {name} has {size} train image(s): an oracle pool of {count} "
                 f"(--config.study.oracle_fraction={fraction}) is more than the split can spare, "
-                f"leaving {indices.size - count} for validation and training (at least 2). Lower "
+                f"leaving {size - count} for validation and training (at least 2). Lower "
                 "--config.study.oracle_fraction, or drop 'oracle' from --config.study.controls."
             )
-        order = np.random.default_rng([seed, _ORACLE_SALT, int(label)]).permutation(indices)
-        pool.append(np.sort(order[:count]))
-        rest.append(np.sort(order[count:]))
-    pool_indices, rest_indices = np.concatenate(pool), np.concatenate(rest)
-    return (
-        pipeline.ArraySource(source.images[rest_indices], source.labels[rest_indices]),
-        pipeline.ArraySource(source.images[pool_indices], source.labels[pool_indices]),
-    )
+        counts[int(label)] = count
+    return _split_per_class(source, counts, seed, _ORACLE_SALT)
 
 
 def _extra_needed(config, train: pipeline.ArraySource, fractions) -> dict[int, int]:
@@ -301,27 +295,37 @@ def _oracle_images(config, train, pool, class_names) -> pipeline.ArraySource:
     return pool
 
 
+def _split_per_class(
+    source: pipeline.ArraySource, counts: dict[int, int], seed: int, salt: int
+) -> tuple[pipeline.ArraySource, pipeline.ArraySource]:
+    """(the rest, the taken share): `counts[label]` images of every class, a seeded choice."""
+    taken, rest = [], []
+    for label in np.unique(source.labels):
+        indices = np.flatnonzero(source.labels == label)
+        order = np.random.default_rng([seed, salt, int(label)]).permutation(indices)
+        taken.append(np.sort(order[: counts[int(label)]]))
+        rest.append(np.sort(order[counts[int(label)] :]))
+    taken_indices, rest_indices = np.concatenate(taken), np.concatenate(rest)
+    return (
+        pipeline.ArraySource(source.images[rest_indices], source.labels[rest_indices]),
+        pipeline.ArraySource(source.images[taken_indices], source.labels[taken_indices]),
+    )
+
+
 def _carve_validation(
     source: pipeline.ArraySource, fraction: float, seed: int
 ) -> tuple[pipeline.ArraySource, pipeline.ArraySource]:
     """A stratified, seeded validation share of a train split, and the rest."""
-    val, train = [], []
+    counts = {}
     for label in np.unique(source.labels):
-        indices = np.flatnonzero(source.labels == label)
-        order = np.random.default_rng([seed, _VAL_SALT, int(label)]).permutation(indices)
-        count = max(1, int(round(indices.size * fraction)))
-        if indices.size - count < 1:
+        size = int(np.count_nonzero(source.labels == label))
+        counts[int(label)] = max(1, int(round(size * fraction)))
+        if size - counts[int(label)] < 1:
             raise errors.DataError(
-                f"class {label} has {indices.size} train image(s): too few to carve a validation "
+                f"class {label} has {size} train image(s): too few to carve a validation "
                 "share and keep any for training (--config.study.val_fraction)."
             )
-        val.append(np.sort(order[:count]))
-        train.append(np.sort(order[count:]))
-    val_indices, train_indices = np.concatenate(val), np.concatenate(train)
-    return (
-        pipeline.ArraySource(source.images[train_indices], source.labels[train_indices]),
-        pipeline.ArraySource(source.images[val_indices], source.labels[val_indices]),
-    )
+    return _split_per_class(source, counts, seed, _VAL_SALT)
 
 
 def _sizes(config, train: pipeline.ArraySource) -> list[int]:
@@ -339,20 +343,6 @@ def _sizes(config, train: pipeline.ArraySource) -> list[int]:
             )
         sizes.append(size)
     return sorted(set(sizes), key=lambda s: (s == 0, s))
-
-
-def _synthetic_needed(config, train: pipeline.ArraySource) -> dict[int, int]:
-    """Synthetic images per class the largest real set needs over every fraction."""
-    needed = {}
-    for label, count in enumerate(np.bincount(train.labels)):
-        per_fraction = [
-            mixing.num_synthetic(int(count), float(f))
-            if config.study.mode == "add"
-            else mixing.num_replaced(int(count), float(f))
-            for f in config.study.fractions
-        ]
-        needed[label] = max(per_fraction)
-    return needed
 
 
 def load_data(
@@ -401,7 +391,7 @@ def load_data(
         sample_fn, epochs = run.sample_fn(
             None if epoch <= 0 else epoch, batch_stats=config.synthetic.batch_stats
         )
-        needed = _synthetic_needed(config, train)
+        needed = _extra_needed(config, train, config.study.fractions)
         images, labels = [], []
         for label, count in needed.items():
             if count:

@@ -1,12 +1,16 @@
-"""The augmentation study on the embedded phantom set: small CNN, 0/10/20/100% synthetic, 3 seeds.
+"""The augmentation study on the embedded phantom set: small CNN, 0/10/20/100% synthetic with
+duplicate and oracle controls, ten seeds.
 
     python -m experiments.train_gan --config=experiments/configs/dcgan.py --workdir=runs/dcgan
     python -m experiments.augmentation_study --config=experiments/configs/study.py \\
         --gan_workdir=runs/dcgan --workdir=runs/study
 
-Writes study.csv, predictions.csv, study.md (accuracy, sensitivity, specificity, AUC with 95%
-intervals, McNemar's test and a verdict per arm) and plots/ into the workdir. The real-set-size
-sweep: --config.study.real_per_class=25,50,100,0 (0 = every image).
+Writes study.csv, predictions.csv, study.md (accuracy, sensitivity, specificity, AUC; every arm
+against 0% on the primary endpoint with a two-level bootstrap interval, Holm-adjusted verdicts and
+detectable effects; the GAN arms read against their duplicate and oracle controls) and plots/
+into the workdir: 8 arms x 10 seeds = 80 classifiers. The real-set-size sweep:
+--config.study.real_per_class=25,50,100,0 (0 = every image). docs/study_statistics.md explains
+the inference.
 """
 
 import ml_collections

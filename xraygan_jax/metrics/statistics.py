@@ -473,6 +473,19 @@ def _check_confidence(confidence: float) -> None:
         )
 
 
+def _paired_seed_values(values_arm: Any, values_base: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Both arms' per-seed values as float64 arrays of one length, at least 2."""
+    values_arm = _check_seed_values(values_arm, "values_arm")
+    values_base = _check_seed_values(values_base, "values_base")
+    if values_arm.shape != values_base.shape:
+        raise classification.MetricInputError(
+            f"values_arm and values_base differ in length: {values_arm.size} and "
+            f"{values_base.size} seeds; pair each arm seed with the baseline seed"
+        )
+    _check_seed_count(values_arm.size)
+    return values_arm, values_base
+
+
 def paired_t_interval(
     values_arm: Any, values_base: Any, *, confidence: float = 0.95
 ) -> dict[str, float | int]:
@@ -499,14 +512,7 @@ def paired_t_interval(
       MetricInputError: lengths differ, or a bad confidence.
     """
     _check_confidence(confidence)
-    values_arm = _check_seed_values(values_arm, "values_arm")
-    values_base = _check_seed_values(values_base, "values_base")
-    if values_arm.shape != values_base.shape:
-        raise classification.MetricInputError(
-            f"values_arm and values_base differ in length: {values_arm.size} and "
-            f"{values_base.size} seeds; pair each arm seed with the baseline seed"
-        )
-    _check_seed_count(values_arm.size)
+    values_arm, values_base = _paired_seed_values(values_arm, values_base)
     differences = values_arm - values_base
     mean = float(np.mean(differences))
     std = float(np.std(differences, ddof=1))
@@ -535,14 +541,7 @@ def sign_flip_test(values_arm: Any, values_base: Any, *, seed: int = 0) -> float
     Raises:
       NotComputableError: fewer than 2 seeds.
     """
-    values_arm = _check_seed_values(values_arm, "values_arm")
-    values_base = _check_seed_values(values_base, "values_base")
-    if values_arm.shape != values_base.shape:
-        raise classification.MetricInputError(
-            f"values_arm and values_base differ in length: {values_arm.size} and "
-            f"{values_base.size} seeds"
-        )
-    _check_seed_count(values_arm.size)
+    values_arm, values_base = _paired_seed_values(values_arm, values_base)
     differences = values_arm - values_base
     if np.all(differences == 0):
         return 1.0
