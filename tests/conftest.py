@@ -195,6 +195,19 @@ def kermany_tree(tmp_path) -> KermanyTree:
     )
 
 
+def read_events(directory):
+    """TensorBoard's own reader over one TensorBoard run folder, every event kept.
+
+    The `tensorboard` package (the dev extra) reads event files without TensorFlow; what it
+    returns is what TensorBoard shows, after its purge of events a restart superseded.
+    """
+    event_accumulator = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator"
+    )
+    every = {event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0}
+    return event_accumulator.EventAccumulator(str(directory), size_guidance=every).Reload()
+
+
 def fid_weights_or_skip(load):
     """Returns `load()`; when the FID Inception weights are missing, skips (fails under CI=true).
 

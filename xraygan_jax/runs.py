@@ -12,6 +12,7 @@ Layout of `workdir`:
   plots/                          loss curves, FID against epoch
   metrics.jsonl                   one record per training step
   eval.jsonl                      one record per (GAN, epoch, class) evaluation
+  tensorboard/<gan>/              TensorBoard event files of the same values and the grids
   summary.md                      what was trained
   generated/<class>/*.png         images written by `experiments.generate`
 
@@ -45,6 +46,7 @@ CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.jsonl"
 EVAL_FILE = "eval.jsonl"
 SUMMARY_FILE = "summary.md"
+TENSORBOARD_DIR = "tensorboard"
 # Key streams derived from a run's seed (typed keys, folded per purpose and per class).
 INIT_STREAM, STEP_STREAM, GRID_STREAM = 0, 1, 2
 
@@ -135,6 +137,11 @@ class Run:
     @property
     def summary_path(self) -> pathlib.Path:
         return self.workdir / SUMMARY_FILE
+
+    @property
+    def tensorboard_dir(self) -> pathlib.Path:
+        """`tensorboard --logdir` this: one TensorBoard run per GAN (train.tensorboard_events)."""
+        return self.workdir / TENSORBOARD_DIR
 
     @property
     def plots_dir(self) -> pathlib.Path:

@@ -8,7 +8,8 @@ The seed's run on the real Kermany set:
         --config.data.source=kermany --config.data.dir=/data/chest_xray
 
 Produces one GAN per class (the report trained NORMAL and PNEUMONIA separately), checkpoints every
-20 epochs, sample grids under workdir/samples/, loss curves under workdir/plots/, metrics.jsonl.
+20 epochs, sample grids under workdir/samples/, loss curves under workdir/plots/, metrics.jsonl
+(and the same as TensorBoard events under workdir/tensorboard/ with the tensorboard extra).
 """
 
 import ml_collections
@@ -94,6 +95,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.sample_every_epochs = 5
     config.train.log_every_steps = 20
     config.train.num_grid_images = 64  # fixed z per class, an 8x8 grid
+    # TensorBoard events of metrics.jsonl's and eval.jsonl's scalars and of the sample grids in
+    # workdir/tensorboard/<gan>/, when tensorboardX is installed (pip install -e ".[tensorboard]");
+    # False writes none. metrics.jsonl is written either way.
+    config.train.tensorboard = True
 
     config.eval = ml_collections.ConfigDict()
     config.eval.fid_every_epochs = 0  # 0: off; evaluate_gan computes FID per checkpoint

@@ -7,7 +7,7 @@ import shutil
 
 import numpy as np
 import pytest
-from conftest import fid_weights_or_skip, run_launcher
+from conftest import fid_weights_or_skip, read_events, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
@@ -15,7 +15,7 @@ from xraygan_jax import report, runs
 from xraygan_jax.data import folders
 from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.metrics import diversity, fid, weights
-from xraygan_jax.train import gan_loop
+from xraygan_jax.train import gan_loop, reporting
 
 PROTOCOL_FIELDS = ("num_real", "num_fake", "reference_split", "resize", "batch_stats")
 FLOOR_FIELDS = ("fid_floor", "kid_floor", "floor_num", "fid_matched", "kid_matched")
@@ -62,6 +62,27 @@ def test_records_during_training_carry_the_protocol_and_the_floor(evaluated_run)
         assert record["fid"] > 0 and record["fid_floor"] > 0
         assert 0 <= record["precision"] <= 1 and 0 <= record["recall"] <= 1
         assert 0 <= record["diversity"] < 10
+
+
+def test_evaluations_during_training_are_tensorboard_events_at_their_step(evaluated_run):
+    _, workdir = evaluated_run
+    events = read_events(workdir / "tensorboard" / "conditional")
+    history = reporting.read_metrics(workdir / "metrics.jsonl", gan="conditional")
+    last_step = history[-1]["step"]  # The evaluation ran after epoch 2, the last.
+    written = set()
+    for record in _read(workdir / "eval.jsonl"):
+        for key, value in record.items():
+            if key in ("gan", "epoch", "class") or not isinstance(value, int | float):
+                continue
+            if isinstance(value, bool):  # `ema`: a setting, not a scalar
+                continue
+            tag = f"eval/{record['class']}/{key}"
+            assert [(e.step, np.float32(e.value)) for e in events.Scalars(tag)] == [
+                (last_step, np.float32(value))
+            ], tag
+            written.add(tag)
+    assert {"eval/NORMAL/fid", "eval/PNEUMONIA/fid_floor", "eval/NORMAL/recall"} <= written
+    assert written == {tag for tag in events.Tags()["scalars"] if tag.startswith("eval/")}
 
 
 def test_the_tiny_run_collapses_and_is_warned_of_in_the_progress_lines_and_summary(

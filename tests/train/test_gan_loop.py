@@ -1,19 +1,23 @@
 """End-to-end GAN training on the tiny test config: artifacts, exact resume, crashes, bad input."""
 
+import errno
+import io
 import json
 import pathlib
+import re
+import warnings
 
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import run_launcher
+from conftest import read_events, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
 from xraygan_jax import errors, runs
 from xraygan_jax.data import folders
-from xraygan_jax.train import checkpointing, gan_loop, reporting, sharding
+from xraygan_jax.train import checkpointing, gan_loop, reporting, sharding, tensorboard_events
 
 
 def _config(tmp_path_factory, **train):
@@ -35,6 +39,42 @@ def _final_params(workdir, name):
 
 def _epochs(workdir, name):
     return runs.Run(workdir).checkpoint_epochs(name)
+
+
+def _assert_events_show_metrics_once(workdir, name):
+    """TensorBoard shows every scalar of GAN `name`'s metrics.jsonl records, each step once.
+
+    Returns the events read (TensorBoard stores scalars as float32).
+    """
+    events = read_events(runs.Run(workdir).tensorboard_dir / name)
+    history = reporting.read_metrics(workdir / "metrics.jsonl", gan=name)
+    keys = {
+        key
+        for record in history
+        for key, value in record.items()
+        if key not in ("gan", "step") and isinstance(value, int | float)
+    }
+    assert {"epoch", "kimg", "loss/d", "loss/g", "d/real_prob", "images_per_s"} <= keys
+    assert keys <= set(events.Tags()["scalars"])
+    for key in keys:
+        expected = [(r["step"], np.float32(r[key])) for r in history if r.get(key) is not None]
+        assert [(e.step, np.float32(e.value)) for e in events.Scalars(key)] == expected, key
+    return events
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """One conditional GAN trained for 2 epochs, where `tensorboard` is a file, not a folder.
+
+    Returns (workdir, the warnings training gave). The resume test's reference run, too: a
+    TensorBoard folder that cannot be written must not change the training.
+    """
+    workdir = tmp_path_factory.mktemp("straight")
+    (workdir / "tensorboard").write_text("not a folder")
+    with warnings.catch_warnings(record=True) as warned:
+        warnings.simplefilter("always")
+        gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), workdir)
+    return workdir, warned
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +104,89 @@ def test_per_class_run_leaves_every_artifact(per_class_run):
     assert "NORMAL" in summary and "plots/losses_PNEUMONIA.png" in summary
 
 
+def test_tensorboard_events_hold_every_logged_scalar_and_each_sample_grid(per_class_run):
+    config, workdir, results = per_class_run
+    assert sorted(p.name for p in (workdir / "tensorboard").iterdir()) == ["NORMAL", "PNEUMONIA"]
+    # The test config's 4 grid images: 2 x 2 tiles with 2-pixel black borders.
+    side = 2 * (config.data.image_size + 2) + 2
+    for name in results:
+        events = _assert_events_show_metrics_once(workdir, name)
+        history = reporting.read_metrics(workdir / "metrics.jsonl", gan=name)
+        last_steps = [max(r["step"] for r in history if r["epoch"] == e) for e in (1, 2)]
+        grids = events.Images(f"samples/{name}")
+        assert [grid.step for grid in grids] == last_steps  # a grid per epoch, as samples/
+        for grid in grids:
+            assert (grid.width, grid.height) == (side, side)
+            pixels = np.asarray(Image.open(io.BytesIO(grid.encoded_image_string)))
+            assert pixels.shape == (side, side, 3)
+            assert (pixels[..., 0] == pixels[..., 1]).all() and (
+                pixels[..., 1] == pixels[..., 2]
+            ).all()
+            assert pixels[:2].max() == 0 and pixels[:, -2:].max() == 0
+            assert pixels[2 : 2 + config.data.image_size, 2 : 2 + config.data.image_size].std() > 0
+
+
+def test_a_resumed_gan_hides_the_events_its_stopped_attempt_logged_after_the_checkpoint(tmp_path):
+    first = tensorboard_events.EventWriter(tmp_path)
+    first.start("A", 0)
+    for step in range(1, 7):
+        first.scalars("A", step, {"loss/d": step, "note": "not a number", "ema": True})
+    first.image("A", 6, "samples/X", np.zeros((6, 6, 1), np.uint8))
+    first.close()
+    resumed = tensorboard_events.EventWriter(tmp_path)
+    resumed.start("A", 3)  # The checkpoint of step 3: steps 4 to 6 are trained again.
+    for step in range(4, 8):
+        resumed.scalars("A", step, {"loss/d": 10 * step})
+    resumed.close()
+    assert len(list((tmp_path / "A").iterdir())) == 2  # Nothing rewritten: TensorBoard purges.
+    events = read_events(tmp_path / "A")
+    assert events.Tags()["scalars"] == ["loss/d"]
+    assert [(e.step, e.value) for e in events.Scalars("loss/d")] == [
+        (1, 1), (2, 2), (3, 3), (4, 40), (5, 50), (6, 60), (7, 70)
+    ]  # fmt: skip
+    assert events.Images("samples/X") == []
+
+
+def test_an_unwritable_tensorboard_folder_warns_once_and_training_goes_on(straight_run):
+    workdir, warned = straight_run
+    messages = [
+        str(w.message) for w in warned if w.category is tensorboard_events.TensorBoardWarning
+    ]
+    assert len(messages) == 1, messages
+    assert re.fullmatch(
+        r"TensorBoard events are off for the rest of this run: \[Errno 20\] Not a directory: "
+        r"'\S+/tensorboard/conditional'\. metrics\.jsonl and eval\.jsonl still get every value; "
+        r"make \S+/tensorboard a writable folder, or set --config\.train\.tensorboard=false\.",
+        messages[0],
+    ), messages[0]
+    history = reporting.read_metrics(workdir / "metrics.jsonl", gan="conditional")
+    assert [r["step"] for r in history] == list(range(1, 13))  # 2 epochs of 6 steps
+    assert _epochs(workdir, "conditional") == [1, 2]
+    assert (workdir / "tensorboard").read_text() == "not a folder"
+
+
+def test_a_failed_event_write_warns_once_and_never_blocks(tmp_path, monkeypatch):
+    events = tensorboard_events.EventWriter(tmp_path)
+    events.start("A", 0)
+    events.start("B", 0)
+
+    def full_disk(self, event):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    writer_class = tensorboard_events.import_tensorboardx().EventsWriter
+    monkeypatch.setattr(writer_class, "write_event", full_disk)
+    with pytest.warns(tensorboard_events.TensorBoardWarning) as warned:
+        for step in range(1, 50):  # More than any queue would hold.
+            events.scalars("A", step, {"loss/d": 1.0})
+            events.scalars("B", step, {"loss/d": 1.0})
+        events.flush()
+        events.close()
+    assert [str(w.message).split(". ")[0] for w in warned] == [
+        "TensorBoard events are off for the rest of this run: [Errno 28] No space left on device"
+    ]
+    assert not events.active
+
+
 def test_per_class_gans_have_different_parameters(per_class_run):
     _, workdir, _ = per_class_run
     normal = _final_params(workdir, "NORMAL")["g"]
@@ -84,10 +207,8 @@ def test_generate_writes_png_folders(per_class_run, tmp_path):
     np.testing.assert_array_equal(np.asarray(png), images["PNEUMONIA"][4, ..., 0])
 
 
-def test_stop_and_resume_is_exact(tmp_path_factory):
-    straight = tmp_path_factory.mktemp("straight")
-    gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), straight)
-
+def test_stop_and_resume_is_exact(tmp_path_factory, straight_run):
+    straight, _ = straight_run  # Trained without TensorBoard events (they cannot be written).
     resumed = tmp_path_factory.mktemp("resumed")
     gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False, num_epochs=1), resumed)
     assert _epochs(resumed, "conditional") == [1]
@@ -121,6 +242,8 @@ def test_killed_while_saving_keeps_the_previous_checkpoint(tmp_path_factory, mon
 
     gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), workdir)
     assert _epochs(workdir, "conditional") == [1, 2]
+    # Both attempts logged epoch 2's steps; TensorBoard shows each once.
+    _assert_events_show_metrics_once(workdir, "conditional")
 
 
 def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path_factory):
@@ -139,7 +262,9 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
 
 def test_checkpoint_of_another_architecture_is_named_and_kept(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("arch")
-    gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False, num_epochs=1), workdir)
+    config = _config(tmp_path_factory, per_class=False, num_epochs=1, tensorboard=False)
+    gan_loop.train_and_evaluate(config, workdir)
+    assert not (workdir / "tensorboard").exists()  # train.tensorboard=False: no events
     config = _config(tmp_path_factory, per_class=False)
     config.model.ngf = 16
     with pytest.raises(
@@ -305,6 +430,9 @@ def test_a_killed_run_resumes_with_each_record_once(tmp_path):
     assert result.returncode == 0, result.stderr
     steps = [r["step"] for r in reporting._iter_records(metrics)]
     assert steps == list(range(1, len(steps) + 1)), steps  # once each, none missing
+    # The killed attempt's event file may end in a cut record; TensorBoard still shows each
+    # step once, as metrics.jsonl has it.
+    _assert_events_show_metrics_once(workdir, "conditional")
 
 
 def test_too_few_images_for_a_full_batch_still_train_with_the_partial_batch(tmp_path_factory):

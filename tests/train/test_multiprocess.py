@@ -238,6 +238,8 @@ def test_only_process_0_writes_the_run_files_and_both_write_the_checkpoint(two_p
     run_files |= {f"plots/losses_{gan}.png" for gan in GANS}
     run_files |= {f"samples/{gan}/epoch_{epoch:04d}.png" for gan in GANS for epoch in (1, 2)}
     assert run_files <= first, sorted(run_files - first)
+    for gan in GANS:  # TensorBoard events too: process 0's alone.
+        assert any(path.startswith(f"tensorboard/{gan}/events.out.tfevents.") for path in first)
     assert all(path.startswith("checkpoints/") for path in second), sorted(second)
     assert any(path.startswith("checkpoints/") for path in second)
     # Orbax writes jointly: every checkpoint's state holds both processes' parts.

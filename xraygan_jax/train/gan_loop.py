@@ -2,20 +2,24 @@
 
 What a run leaves in `workdir` is described in `xraygan_jax.runs` (the one module that knows
 the layout): config.json, checkpoints/<gan>/<epoch>/, samples/<class>/epoch_XXXX.png,
-plots/losses_<gan>.png, metrics.jsonl, eval.jsonl, summary.md.
+plots/losses_<gan>.png, metrics.jsonl, eval.jsonl, summary.md, and tensorboard/<gan>/: the
+scalars of metrics.jsonl and eval.jsonl and the sample grids as TensorBoard events, when
+tensorboardX is installed and `config.train.tensorboard` is on (`train.tensorboard_events`).
 
 The step runs under `jax.jit` on a 1-D ("data",) mesh over every device of every process, state
 replicated and batch split. Resume is exact: the checkpoint holds the state (step, optimiser
 states included) and the data position, and the per-step key is `fold_in(key, step)`: a stopped
 and resumed run ends with the same parameters as one that was not, and the records of steps
-logged after the last checkpoint are dropped before they are run again.
+logged after the last checkpoint are dropped before they are run again (in TensorBoard, hidden by
+the new event file each resumed GAN starts).
 
 Several processes (`experiments.train_gan --distributed`) train exactly as one process with as
 many devices: each process reads its block of every global batch (`data.pipeline`), so the
 global batches, and with them the parameters, do not depend on the process count. The data
 position is saved globally, as the number of global batches consumed (`data_position` in the
 checkpoint's meta), so a run saved by N processes resumes on M. Only process 0 writes the run's
-files (config, metrics, samples, plots, summary); orbax writes each checkpoint jointly.
+files (config, metrics, samples, plots, summary, TensorBoard events); orbax writes each
+checkpoint jointly.
 
 The config is validated (model and image size, batch against devices and data, eval settings)
 before anything is written into the workdir.
@@ -47,6 +51,7 @@ from xraygan_jax.train import (
     sampling,
     sharding,
     steps,
+    tensorboard_events,
 )
 from xraygan_jax.train import state as state_lib
 
@@ -337,11 +342,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     compiled = _Compiled(config, len(plan.class_names), plan.mesh)
     results = {}
     writer = reporting.MetricsWriter(run.metrics_path)
+    events = tensorboard_events.EventWriter(
+        run.tensorboard_dir, enabled=bool(config.train.get("tensorboard", True))
+    )
     try:
         for name, label in runs.gan_names(config):
-            results[name] = _train_one_gan(config, run, name, label, plan, meta, writer, compiled)
+            results[name] = _train_one_gan(
+                config, run, name, label, plan, meta, writer, events, compiled
+            )
     finally:
         writer.close()
+        events.close()
     if jax.process_index() == 0:
         write_summary(config, run.workdir, results)
     return results
@@ -355,6 +366,7 @@ def _train_one_gan(
     plan: _Plan,
     meta: dict,
     writer: reporting.MetricsWriter,
+    events: tensorboard_events.EventWriter,
     compiled: _Compiled,
 ) -> GANResult:
     mesh = plan.mesh
@@ -402,6 +414,7 @@ def _train_one_gan(
 
     num_epochs = num_epochs_for(config, images_per_epoch)
     step = first_step = int(jax.device_get(state.step))
+    events.start(name, first_step)
     progress = reporting.Progress(
         total_steps=(num_epochs - start_epoch) * steps_per_epoch,
         items_per_step=config.train.batch_size,
@@ -413,7 +426,7 @@ def _train_one_gan(
     rate = None
 
     def record(step_done: int, epoch: int, seen: int, metrics) -> None:
-        """Reads one step's metrics: NaN check, progress line, metrics.jsonl.
+        """Reads one step's metrics: NaN check, progress line, metrics.jsonl and its events.
 
         `seen` counts the images this epoch has shown up to the step, over all processes.
         """
@@ -428,16 +441,9 @@ def _train_one_gan(
         )
         if jax.process_index() == 0:
             kimg = ((epoch - 1) * images_per_epoch + seen) / 1000
-            writer.write(
-                {
-                    "gan": name,
-                    "epoch": epoch,
-                    "step": step_done,
-                    "kimg": kimg,
-                    **last,
-                    "images_per_s": rate,
-                }
-            )
+            values = {"epoch": epoch, "kimg": kimg, **last, "images_per_s": rate}
+            writer.write({"gan": name, "step": step_done, **values})
+            events.scalars(name, step_done, values)
 
     started = time.perf_counter()
     for epoch in range(start_epoch + 1, num_epochs + 1):
@@ -455,6 +461,8 @@ def _train_one_gan(
                 record(*pending)
             pending = (step, epoch, seen, metrics)
         record(*pending)
+        # Events first: whatever metrics.jsonl shows of a killed run, the events hold too.
+        events.flush()
         writer.flush()
         if epoch % config.train.sample_every_epochs == 0 or epoch == num_epochs:
             grids += save_sample_grids(
@@ -465,10 +473,13 @@ def _train_one_gan(
                 run,
                 epoch,
                 batch_stats=config.eval.get("batch_stats", "running"),
+                events=events,
+                gan_name=name,
+                step=step,
             )
         fid_every = config.eval.fid_every_epochs
         if fid_every and (epoch % fid_every == 0 or epoch == num_epochs):
-            _evaluate_during_training(config, state, label, name, epoch, run)
+            _evaluate_during_training(config, state, label, name, epoch, step, run, events)
         if epoch % config.train.checkpoint_every_epochs == 0 or epoch == num_epochs:
             data_position = {**position, "epoch": epoch, "batch": epoch * steps_per_epoch}
             checkpoints.save(
@@ -513,9 +524,12 @@ def _start_batch(saved_meta: dict, position: dict, steps_per_epoch: int) -> int:
     return int(saved_meta["epoch"]) * steps_per_epoch
 
 
-def _evaluate_during_training(config, state, label, name, epoch, run: runs.Run) -> None:
-    """FID/KID/precision-recall/diversity per class with floors, appended to eval.jsonl; a line
-    per class and a warning per collapsed class (metrics.diversity's rule) on standard error."""
+def _evaluate_during_training(
+    config, state, label, name, epoch, step, run: runs.Run, events: tensorboard_events.EventWriter
+) -> None:
+    """FID/KID/precision-recall/diversity per class with floors, appended to eval.jsonl (and as
+    events `eval/<class>/<metric>` at `step`); a line per class and a warning per collapsed class
+    (metrics.diversity's rule) on standard error."""
     generator = sampling.GeneratorState.from_gan_state(state, use_ema=True)
     labels = [label] if label is not None else list(range(len(run.class_names)))
     sample_fn = sampling.make_sample_fn(
@@ -528,6 +542,11 @@ def _evaluate_during_training(config, state, label, name, epoch, run: runs.Run) 
     if jax.process_index() != 0:
         return
     gan_metrics.write_records(run.eval_path, records)
+    for record in records:
+        prefix = f"eval/{record['class']}/"
+        metrics = {k: v for k, v in record.items() if k not in ("gan", "epoch", "class")}
+        events.scalars(name, step, {prefix + k: v for k, v in metrics.items()})
+    events.flush()
     for record in records:
         reporting.emit(f"[{name}] epoch {epoch} {gan_metrics.format_record(record)}")
     gan_metrics.emit_collapse_warnings(records, prefix=f"[{name}] epoch {epoch} ")
@@ -554,8 +573,15 @@ def save_sample_grids(
     epoch: int,
     *,
     batch_stats: str = "running",
+    events: tensorboard_events.EventWriter | None = None,
+    gan_name: str = "",
+    step: int = 0,
 ) -> list[str]:
-    """One PNG grid per class from the fixed latents; returns the paths."""
+    """One PNG grid per class from the fixed latents; returns the paths.
+
+    With `events`, each grid (the tiles, without the PNG's title) is also the image
+    `samples/<class>` of GAN `gan_name` at training step `step`.
+    """
     paths = []
     for label in labels:
         label_array = np.full((latents.shape[0],), label, np.int32)
@@ -568,6 +594,8 @@ def save_sample_grids(
                     np.asarray(images), path, title=f"{class_names[label]}, epoch {epoch}"
                 )
             )
+            if events is not None:
+                events.image(gan_name, step, f"samples/{class_names[label]}", viz.tile(images))
     return paths
 
 
