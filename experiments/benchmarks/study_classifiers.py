@@ -211,7 +211,7 @@ def _vmap(seeds):
     import jax
 
     from xraygan_jax.data import pipeline
-    from xraygan_jax.train import classifier_loop, classifier_steps
+    from xraygan_jax.train import classifier_loop
 
     config = study_config()
     data = demo_data()
@@ -222,17 +222,7 @@ def _vmap(seeds):
     weights = classifier_loop._class_weights(data.train.labels, 2)  # noqa: SLF001
     for seed in seeds:
         key = jax.random.key(seed)
-        variables = classifier_loop.initial_variables(config, jax.random.fold_in(key, 0), 64)
-        states.append(
-            classifier_steps.create_classifier_state(
-                setup.model,
-                setup.tx,
-                jax.random.fold_in(key, 1),
-                image_size=image_size,
-                params=variables["params"],
-                batch_stats=variables["batch_stats"],
-            )
-        )
+        states.append(classifier_loop.initial_state(config, setup, key, image_size))
         dataset = pipeline.make_dataset(
             data.train,
             batch_size=int(config.train.batch_size),

@@ -129,7 +129,6 @@ def mix_synthetic(real: Any, synthetic: Any, fraction: float, *, seed: int) -> p
 MIX_MODES = ("add", "replace")
 
 
-
 def duplicate_real(real: Any, fraction: float, *, mode: str, seed: int) -> pipeline.ArraySource:
     """The study's `duplicate` control: extra copies of real images instead of synthetic ones.
 

@@ -189,9 +189,7 @@ class SmallCNN(nn.Module):
             # The one-channel first layer as a matmul of 3x3 patches: XLA CPU's convolution with
             # one input channel is the slow kind (docs/performance.md, "Study classifiers").
             conv = PatchConv3x3 if index == 0 else functools.partial(nn.Conv, kernel_size=(3, 3))
-            x = conv(
-                self.width * 2**index, padding="SAME", use_bias=False, name=f"conv{index}"
-            )(x)
+            x = conv(self.width * 2**index, padding="SAME", use_bias=False, name=f"conv{index}")(x)
             x = _batch_norm(train, self.axis_name, name=f"bn{index}")(x)
             x = max_pool_2x2(nn.relu(x))
         return _head(jnp.mean(x, axis=(1, 2)), self.dropout_rate, train)

@@ -175,6 +175,22 @@ def initial_variables(config: ml_collections.ConfigDict, key: jax.Array, image_s
     return variables
 
 
+def initial_state(
+    config: ml_collections.ConfigDict, setup: _Setup, key: jax.Array, image_size: int
+):
+    """The ClassifierState a seed's training starts from: `initial_variables` under
+    fold_in(key, 0), the state's own randomness under fold_in(key, 1)."""
+    variables = initial_variables(config, jax.random.fold_in(key, 0), image_size)
+    return classifier_steps.create_classifier_state(
+        setup.model,
+        setup.tx,
+        jax.random.fold_in(key, 1),
+        image_size=image_size,
+        params=variables["params"],
+        batch_stats=variables["batch_stats"],
+    )
+
+
 def predict(state, images: np.ndarray, *, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     """Probabilities of class 1 for uint8 [N, S, S, 1] images (eval mode), float64 [N].
 
@@ -272,16 +288,8 @@ def train_classifier(
     sharding.check_batch_divisible(batch_size, mesh.size)
     image_size = train_set.images.shape[1]
     key = jax.random.key(seed)
-    variables = initial_variables(config, jax.random.fold_in(key, 0), image_size)
     setup = _setup(config, image_size, mesh)
-    state = classifier_steps.create_classifier_state(
-        setup.model,
-        setup.tx,
-        jax.random.fold_in(key, 1),
-        image_size=image_size,
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-    )
+    state = initial_state(config, setup, key, image_size)
     state = jax.device_put(state, sharding.replicated(mesh))
     train_step = setup.train_step
 
