@@ -516,8 +516,7 @@ def _run_arm(config, data: StudyData, workdir, size, arm: Arm, seed) -> dict[str
         name=name,
         select_metric=config.study.get("primary_metric", "auc"),
     )
-    val_probabilities = classifier_loop.predict(trained.state, data.val.images)
-    threshold = classification.choose_threshold(data.val.labels, val_probabilities)
+    threshold = classification.choose_threshold(data.val.labels, trained.val_probabilities)
     test_probabilities = classifier_loop.predict(trained.state, data.test.images)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", classification.UndefinedAUCWarning)

@@ -125,8 +125,7 @@ def study_classifier(config, seed: int, workdir, *, validate_every: bool = True)
         name=f"seed {seed}",
         select_metric=_select_metric(config),
     )
-    val_probabilities = classifier_loop.predict(trained.state, data.val.images)
-    classification.choose_threshold(data.val.labels, val_probabilities)
+    classification.choose_threshold(data.val.labels, trained.val_probabilities)
     test_probabilities = classifier_loop.predict(trained.state, data.test.images)
     seconds = time.perf_counter() - started
     with warnings.catch_warnings():

@@ -98,4 +98,6 @@ def test_the_kept_weights_are_the_best_by_the_select_metric(select_metric, key, 
     kept = classifier_loop.predict(result.state, _images(16, 1).images)
     scores = classifier_loop.validation_scores(_images(16, 1).labels, kept)
     assert scores[key] == pytest.approx(values[int(best(values))], abs=1e-6)
+    # The kept weights' validation probabilities come back with them, as predict gives them.
+    np.testing.assert_array_equal(result.val_probabilities, kept)
     assert set(scores) == {"loss/val", "auc/val", "accuracy/val", "accuracy_at_val_threshold/val"}

@@ -68,12 +68,15 @@ class ClassifierResult:
         auc/val, accuracy/val, accuracy_at_val_threshold/val, and "select/val", the value of the
         metric that chose the weights.
       seconds: wall time.
+      val_probabilities: the kept weights' probabilities of class 1 on the validation split,
+        float64 [N], as `predict` gives them (so callers need not score it again).
     """
 
     state: Any
     best_step: int
     history: list[dict[str, float]]
     seconds: float
+    val_probabilities: np.ndarray
 
 
 def check_config(config: ml_collections.ConfigDict) -> None:
@@ -119,6 +122,7 @@ class _Setup:
     tx: Any
     train_step: Any
     eval_step: Any
+    create_state: Any
 
 
 _SETUPS: dict[tuple, _Setup] = {}
@@ -156,7 +160,14 @@ def _setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
             donate_argnums=0,
             reduce_fusion=True,
         )
-        _SETUPS[key] = _Setup(model, tx, train_step, _EVAL_STEP())
+        # Jitted: run eagerly, the state's creation (a second model.init, whose weights are
+        # discarded when given, and the optimiser's init) cost about a second per classifier.
+        create_state = jax.jit(
+            functools.partial(
+                classifier_steps.create_classifier_state, model, tx, image_size=image_size
+            )
+        )
+        _SETUPS[key] = _Setup(model, tx, train_step, _EVAL_STEP(), create_state)
     return _SETUPS[key]
 
 
@@ -181,11 +192,8 @@ def initial_state(
     """The ClassifierState a seed's training starts from: `initial_variables` under
     fold_in(key, 0), the state's own randomness under fold_in(key, 1)."""
     variables = initial_variables(config, jax.random.fold_in(key, 0), image_size)
-    return classifier_steps.create_classifier_state(
-        setup.model,
-        setup.tx,
+    return setup.create_state(
         jax.random.fold_in(key, 1),
-        image_size=image_size,
         params=variables["params"],
         batch_stats=variables["batch_stats"],
     )
@@ -314,7 +322,7 @@ def train_classifier(
         num_steps, batch_size, f"[{name}]", every_steps=config.train.get("log_every_steps", 50)
     )
     history: list[dict[str, float]] = []
-    best = (None, 0, state)
+    best = (None, 0, state, None)
     losses: list[Any] = []
     started = time.perf_counter()
     since_best = 0
@@ -337,7 +345,8 @@ def train_classifier(
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", classification.UndefinedAUCWarning)
-            scores = validation_scores(val_set.labels, predict(state, val_set.images))
+            val_probabilities = predict(state, val_set.images)
+            scores = validation_scores(val_set.labels, val_probabilities)
         selected = scores[_HISTORY_KEYS[select_metric]]
         record = {"step": step, "loss/train": train_loss, **scores, "select/val": selected}
         history.append(record)
@@ -347,13 +356,14 @@ def train_classifier(
             f"{selected:.3f}",
         )
         if _better(select_metric, selected, best[0]):
-            best, since_best = (selected, step, jax.tree.map(np.asarray, jax.device_get(state))), 0
+            kept = jax.tree.map(np.asarray, jax.device_get(state))
+            best, since_best = (selected, step, kept, val_probabilities), 0
         else:
             since_best += 1
             if patience and since_best >= patience:
                 break
     progress.finish()
-    _, best_step, best_state = best
+    _, best_step, best_state, best_val_probabilities = best
     best_state = jax.device_put(best_state, sharding.replicated(mesh))
     if workdir is not None:
         checkpoints = checkpointing.Checkpointer(workdir)
@@ -364,4 +374,5 @@ def train_classifier(
         best_step=best_step,
         history=history,
         seconds=time.perf_counter() - started,
+        val_probabilities=best_val_probabilities,
     )
