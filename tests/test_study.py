@@ -100,6 +100,28 @@ def test_a_rerun_retrains_nothing(finished_study, gan_run, data_dir):
     assert (workdir / "study.csv").read_text() == before
 
 
+def test_classifiers_trained_in_threads_equal_those_trained_one_at_a_time(
+    finished_study, gan_run, data_dir, tmp_path
+):
+    """study.threads = 2 trains two classifiers at a time; each equals its lone run bitwise."""
+    alone_dir, _ = finished_study
+    together = study.run_study(_config(data_dir, threads=2), tmp_path, gan_workdir=gan_run)
+    assert len(together) == 4  # 0%, 50%, 50% duplicate, 50% oracle; one seed
+    alone = {
+        path.parent.name: json.loads(path.read_text())
+        for path in (alone_dir / "arms").glob("*/result.json")
+    }
+    threaded = {
+        path.parent.name: json.loads(path.read_text())
+        for path in (tmp_path / "arms").glob("*/result.json")
+    }
+    assert sorted(threaded) == sorted(alone) and len(alone) == 4
+    for name, result in threaded.items():
+        assert result["test_probabilities"] == alone[name]["test_probabilities"], name
+        assert result["history"] == alone[name]["history"], name
+    assert [r["arm"] for r in together] == [r["arm"] for r in _rows(alone_dir / "study.csv")]
+
+
 def test_a_gan_of_another_image_size_is_named_with_both_sizes(gan_run, data_dir, tmp_path):
     result = _launch_study(tmp_path, gan_run, data_dir, "--config.data.image_size=64")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -279,6 +301,7 @@ def test_a_test_split_of_two_images_supports_no_claim(tmp_path):
         ("controls", ("duplicate", "mixup"), r"controls: 'mixup' unknown; use any of: duplicate"),
         ("oracle_fraction", 1.0, r"oracle_fraction=1.0 must be in \(0, 1\)"),
         ("alpha", 0.7, r"alpha=0.7 must be in \(0, 0.5\)"),
+        ("threads", 0, r"threads=0 must be a whole number >= 1 \(classifiers trained at the"),
     ],
 )
 def test_bad_study_settings_are_named(data_dir, tmp_path, field, value, message):

@@ -34,6 +34,7 @@ result and orbax checkpoint; a finished arm is not trained again).
 
 from __future__ import annotations
 
+import concurrent.futures
 import csv
 import dataclasses
 import json
@@ -226,6 +227,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         )
     if "classic" in controls:
         augment.check_parameters(**config.study.classic_augment.to_dict())
+    threads = config.study.get("threads", 1)
+    if not isinstance(threads, int) or threads < 1:
+        raise errors.ConfigError(
+            f"--config.study.threads={threads!r} must be a whole number >= 1 (classifiers "
+            "trained at the same time; 1 = one after another)."
+        )
     classifier_loop.check_config(config)
 
 
@@ -456,14 +463,23 @@ def run_study(
         )
     plan = [(size, arm, seed) for size in sizes for arm in plan_arms(config) for seed in seeds]
     progress = reporting.Progress(len(plan), 1, "[study]", every_steps=1, unit="arm")
-    results = []
-    for done, (size, arm, seed) in enumerate(plan, start=1):
-        results.append(_run_arm(config, data, workdir, size, arm, seed))
-        progress.update(
-            done,
-            f"{arm.name}, {size or 'all'} real per class, seed {seed}: "
-            f"accuracy {results[-1]['accuracy']:.3f}",
-        )
+    threads = int(config.study.get("threads", 1))
+    # Threads share one compilation; a classifier's result does not depend on what trains beside
+    # it (tests/test_study.py checks it bitwise). The warnings filters are process-wide, so the
+    # threads' own catch_warnings blocks are bracketed by one here that restores them after.
+    with (
+        concurrent.futures.ThreadPoolExecutor(threads) as pool,
+        warnings.catch_warnings(),
+    ):
+        futures = [pool.submit(_run_arm, config, data, workdir, *job) for job in plan]
+        for done, future in enumerate(concurrent.futures.as_completed(futures), start=1):
+            result = future.result()
+            progress.update(
+                done,
+                f"{result['arm']}, {result['real_per_class']} real per class, seed "
+                f"{result['seed']}: accuracy {result['accuracy']:.3f}",
+            )
+        results = [future.result() for future in futures]
     write_outputs(config, workdir, results, data)
     return results
 

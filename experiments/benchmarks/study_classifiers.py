@@ -18,6 +18,8 @@ untimed warm-up classifier that compiles):
 - `one_validation`: the same, validating once at the last step and saving no checkpoint;
 - `vmap`: the seeds' states stacked and `jax.vmap`ped through one jitted step (each seed keeps
   its own key and data order; vmapped convolutions become grouped ones on XLA CPU);
+- `threads`: two Python threads in this process, each training its share of the seeds one at a
+  time the study's way (`study.threads = 2`; XLA runs the two threads' steps concurrently);
 - `processes`: one worker process per core (`taskset` and XLA's single-thread flags), each
   training its share of the seeds one at a time;
 - `torch`: a PyTorch eager transcription of the same network, optimiser, schedule, batch and
@@ -47,7 +49,7 @@ _SECTIONS = flags.DEFINE_list("sections", ["convergence", "speed"], "convergence
 _SEEDS = flags.DEFINE_string("seeds", "0-9", "Convergence seeds: a range A-B or a list 0,1,2.")
 _LEVERS = flags.DEFINE_list(
     "levers",
-    ["sequential", "one_validation", "vmap", "processes", "torch"],
+    ["sequential", "one_validation", "threads", "vmap", "processes", "torch"],
     "Speed levers to time, in order.",
 )
 _CLASSIFIERS = flags.DEFINE_integer(
@@ -187,6 +189,23 @@ def _sequential(seeds, *, validate_every=True, save=True):
         for seed in seeds:
             path = os.path.join(workdir, str(seed)) if save else None
             study_classifier(config, seed, path, validate_every=validate_every)
+    return time.perf_counter() - started
+
+
+def _threads(seeds, *, num_threads=2):
+    """`num_threads` threads, each training seeds[i::num_threads] one at a time the study's way."""
+    import concurrent.futures
+
+    config = study_config()
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as workdir:
+
+        def share(index):
+            for seed in seeds[index::num_threads]:
+                study_classifier(config, seed, os.path.join(workdir, str(seed)))
+
+        with concurrent.futures.ThreadPoolExecutor(num_threads) as pool:
+            list(pool.map(share, range(num_threads)))
     return time.perf_counter() - started
 
 
@@ -404,6 +423,7 @@ def worker(kind: str, seeds: list[int]) -> None:
 _LEVER_FUNCTIONS = {
     "sequential": _sequential,
     "one_validation": functools.partial(_sequential, validate_every=False, save=False),
+    "threads": _threads,
     "vmap": _vmap,
     "processes": _processes,
     "torch": _torch,
@@ -431,7 +451,7 @@ def speed() -> dict:
     )
     # Warm-up: compile the in-process levers' steps once before any timing.
     for lever in levers:
-        if lever in ("sequential", "one_validation"):
+        if lever in ("sequential", "one_validation", "threads"):
             _sequential([_WARM_UP_SEED], save=False)
         elif lever == "vmap":
             _vmap([_WARM_UP_SEED + i for i in range(_CLASSIFIERS.value)])

@@ -33,6 +33,9 @@ def get_config() -> ml_collections.ConfigDict:
     # Ten seeds for the small CNN (about 5 s each here); at least 5 for bigger models. With
     # fewer than 2 no seed-level interval exists and no verdict is called.
     config.study.seeds = tuple(range(10))
+    # Classifiers trained at the same time, in threads of this process (one compilation; each
+    # classifier's result is the same as trained alone). 1 = one after another.
+    config.study.threads = 1
     # Real train images per class, for the real-set-size sweep (nested subsets); 0 = all.
     config.study.real_per_class = (0,)
     # Validation share carved from the real train split (chooses weights and threshold).

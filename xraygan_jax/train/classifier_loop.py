@@ -21,6 +21,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+import threading
 import time
 import warnings
 from typing import Any
@@ -126,6 +127,7 @@ class _Setup:
 
 
 _SETUPS: dict[tuple, _Setup] = {}
+_SETUPS_LOCK = threading.Lock()  # classifiers trained in threads build each setup once
 
 
 def _setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
@@ -137,38 +139,44 @@ def _setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
         image_size,
         tuple(mesh.devices.flat),
     )
-    if key not in _SETUPS:
-        model = classifier_lib.make_classifier(config.model)
-        mask = None
-        if config.model.kind == "inception_transfer":
-            abstract = jax.eval_shape(
-                lambda k: classifier_lib.init_variables(model, k, image_size=image_size),
-                jax.random.key(0),
-            )
-            mask = classifier_lib.trainable_mask(abstract["params"], config.model.trainable)
-        tx = optimizers.make_classifier_optimizer(
-            config.optim, mask, num_steps=int(config.train.num_steps)
+    with _SETUPS_LOCK:
+        if key not in _SETUPS:
+            _SETUPS[key] = _new_setup(config, image_size, mesh)
+        return _SETUPS[key]
+
+
+def _new_setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
+    """A _Setup built from scratch (`_setup` caches them)."""
+    model = classifier_lib.make_classifier(config.model)
+    mask = None
+    if config.model.kind == "inception_transfer":
+        abstract = jax.eval_shape(
+            lambda k: classifier_lib.init_variables(model, k, image_size=image_size),
+            jax.random.key(0),
         )
-        replicated = sharding.replicated(mesh)
-        train_step = compiler.jit(
-            functools.partial(
-                classifier_steps.classifier_train_step,
-                augment_fn=augment.make_augment(config.augment),
-            ),
-            in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-            out_shardings=(replicated, replicated),
-            donate_argnums=0,
-            reduce_fusion=True,
+        mask = classifier_lib.trainable_mask(abstract["params"], config.model.trainable)
+    tx = optimizers.make_classifier_optimizer(
+        config.optim, mask, num_steps=int(config.train.num_steps)
+    )
+    replicated = sharding.replicated(mesh)
+    train_step = compiler.jit(
+        functools.partial(
+            classifier_steps.classifier_train_step,
+            augment_fn=augment.make_augment(config.augment),
+        ),
+        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
+        out_shardings=(replicated, replicated),
+        donate_argnums=0,
+        reduce_fusion=True,
+    )
+    # Jitted: run eagerly, the state's creation (a second model.init, whose weights are
+    # discarded when given, and the optimiser's init) cost about a second per classifier.
+    create_state = jax.jit(
+        functools.partial(
+            classifier_steps.create_classifier_state, model, tx, image_size=image_size
         )
-        # Jitted: run eagerly, the state's creation (a second model.init, whose weights are
-        # discarded when given, and the optimiser's init) cost about a second per classifier.
-        create_state = jax.jit(
-            functools.partial(
-                classifier_steps.create_classifier_state, model, tx, image_size=image_size
-            )
-        )
-        _SETUPS[key] = _Setup(model, tx, train_step, _EVAL_STEP(), create_state)
-    return _SETUPS[key]
+    )
+    return _Setup(model, tx, train_step, _EVAL_STEP(), create_state)
 
 
 def initial_variables(config: ml_collections.ConfigDict, key: jax.Array, image_size: int):
