@@ -91,6 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.num_steps = 300  # the same for every arm
     config.train.batch_size = 32
     config.train.eval_every_steps = 50
+    # The kept weights: the latest evaluated ones within one standard error of the best by the
+    # primary metric ("one_se"), or simply the best ("best"). Picking an earlier checkpoint on a
+    # validation gain within noise kept badly calibrated weights (docs/performance.md).
+    config.train.select_rule = "one_se"
     config.train.patience_evals = 0  # 0: every arm runs all its steps; weights chosen on val
     # none | weights (N / (C * N_c) per example) | sampling (balanced batches)
     config.train.class_balance = "sampling"

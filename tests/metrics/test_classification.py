@@ -110,6 +110,30 @@ def test_one_class_gives_nan_auc_with_a_warning_and_the_other_metrics():
     assert (metrics["tp"], metrics["fp"], metrics["tn"], metrics["fn"]) == (0, 1, 2, 0)
 
 
+def test_auc_standard_error_is_delongs_and_matches_a_stratified_bootstrap():
+    generator = np.random.default_rng(0)
+    labels = np.r_[np.ones(60, int), np.zeros(30, int)]
+    scores = np.r_[generator.normal(1.2, 1, 60), generator.normal(0, 1, 30)].round(1)  # ties
+    standard_error = classification.auc_standard_error(labels, scores)
+    # DeLong by hand on a tiny case: positives 0.9, 0.4; negatives 0.4, 0.1.
+    # Placements: positives (1 + 1) / 2 = 1, (0.5 + 1) / 2 = 0.75; negatives (1 + 0.5) / 2 =
+    # 0.75, (1 + 1) / 2 = 1; each pair of placements has variance 0.03125.
+    tiny = classification.auc_standard_error([1, 1, 0, 0], [0.9, 0.4, 0.4, 0.1])
+    assert tiny == pytest.approx(math.sqrt(0.03125 / 2 + 0.03125 / 2))
+    replicates = []
+    for _ in range(3000):
+        index = np.r_[generator.integers(0, 60, 60), 60 + generator.integers(0, 30, 30)]
+        replicates.append(classification.roc_auc(labels[index], scores[index]))
+    assert standard_error == pytest.approx(np.std(replicates), rel=0.1)
+
+
+def test_auc_standard_error_is_nan_for_one_class_or_one_image_of_a_class():
+    with pytest.warns(classification.UndefinedAUCWarning, match="AUC is undefined"):
+        assert math.isnan(classification.auc_standard_error([1, 1, 1], [0.1, 0.2, 0.3]))
+    with pytest.warns(classification.UndefinedAUCWarning, match=r"two images of each class \(2 "):
+        assert math.isnan(classification.auc_standard_error([1, 1, 0], [0.1, 0.2, 0.3]))
+
+
 def test_zero_denominators_give_nan():
     # Two diseased images, both below the threshold: TP = FP = 0, FN = 2, TN = 0.
     # specificity = 0 / 0 and precision = 0 / 0 -> NaN; sensitivity = 0 / 2 = 0;

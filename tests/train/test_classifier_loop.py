@@ -83,13 +83,63 @@ def test_an_unknown_select_metric_lists_the_valid_ones():
     )
 
 
+def test_one_se_keeps_the_latest_weights_within_one_standard_error_of_the_best():
+    result = classifier_loop.train_classifier(
+        _tiny_config(select_rule="one_se"), _images(32, 0), _images(16, 1), seed=0,
+        select_metric="val_loss",
+    )  # fmt: skip
+    values = [record["select/val"] for record in result.history]
+    errors_of = [record["select_se/val"] for record in result.history]
+    best = int(np.argmin(values))
+    within = [i for i, v in enumerate(values) if v <= values[best] + errors_of[best]]
+    assert result.best_step == result.history[max(within)]["step"]
+    labels = _images(16, 1).labels
+    kept = classifier_loop.predict(result.state, _images(16, 1).images)
+    np.testing.assert_array_equal(result.val_probabilities, kept)
+    clipped = np.clip(kept, 1e-7, 1 - 1e-7)
+    losses = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+    assert errors_of[max(within)] == pytest.approx(losses.std(ddof=1) / 4.0)  # sqrt(16)
+
+
+@pytest.mark.parametrize(
+    ("metric", "values", "errors", "rule", "kept"),
+    [
+        ("auc", [0.80, 0.90, 0.88], [0.05, 0.04, 0.04], "best", 1),
+        ("auc", [0.80, 0.90, 0.88], [0.05, 0.04, 0.04], "one_se", 2),
+        ("auc", [0.80, 0.90, 0.85], [0.05, 0.04, 0.04], "one_se", 1),  # 0.85 is beyond 1 SE
+        ("auc", [0.90, 0.80, 0.87], [0.04, 0.05, 0.04], "one_se", 2),
+        ("val_loss", [0.60, 0.40, 0.43], [0.1, 0.05, 0.05], "one_se", 2),
+        ("val_loss", [0.60, 0.40, 0.46], [0.1, 0.05, 0.05], "one_se", 1),
+        ("auc", [float("nan"), 0.7, 0.6], [float("nan"), 0.2, 0.2], "one_se", 2),
+        ("auc", [0.7, 0.6], [float("nan"), float("nan")], "one_se", 0),  # no SE: the best
+        ("auc", [float("nan"), float("nan")], [float("nan")] * 2, "one_se", 0),
+    ],
+)
+def test_choose_kept(metric, values, errors, rule, kept):
+    assert classifier_loop.choose_kept(metric, values, errors, rule) == kept
+
+
+def test_an_unknown_select_rule_lists_the_valid_ones():
+    with pytest.raises(errors.ConfigError) as raised:
+        classifier_loop.train_classifier(
+            _tiny_config(select_rule="last"), _images(16, 0), _images(8, 1), seed=0
+        )
+    assert str(raised.value) == (
+        "--config.train.select_rule='last' is unknown; use one of: best, one_se."
+    )
+
+
 @pytest.mark.parametrize(
     ("select_metric", "key", "best"),
     [("val_loss", "loss/val", np.argmin), ("auc", "auc/val", np.argmax)],
 )
 def test_the_kept_weights_are_the_best_by_the_select_metric(select_metric, key, best):
     result = classifier_loop.train_classifier(
-        _tiny_config(), _images(32, 0), _images(16, 1), seed=0, select_metric=select_metric
+        _tiny_config(select_rule="best"),
+        _images(32, 0),
+        _images(16, 1),
+        seed=0,
+        select_metric=select_metric,
     )
     values = [record[key] for record in result.history]
     assert [record["step"] for record in result.history] == [1, 2, 3, 4]

@@ -260,6 +260,44 @@ def roc_auc(labels: Any, scores: Any, *, positive_label: int = 1) -> float:
     return _auc(labels == positive_label, scores)
 
 
+def auc_standard_error(labels: Any, scores: Any, *, positive_label: int = 1) -> float:
+    """DeLong's standard error of the AUC of `scores` on these images (DeLong et al. 1988).
+
+    Each positive's placement (the share of negatives it outscores, a tie counting one half) and
+    each negative's (the share of positives scoring above it) are averaged into the AUC; the
+    variance of the AUC is var(positive placements) / n_positive + var(negative placements) /
+    n_negative. It is the spread of the AUC over resamples of the images, for fixed scores.
+
+    Args:
+      labels: true labels, 0 or 1, shape [N].
+      scores: any real score that grows with the positive class, [N].
+      positive_label: the disease class.
+
+    Returns:
+      The standard error; NaN, with an `UndefinedAUCWarning`, when the labels hold one class
+      or when a class has a single image (no variance of its placements).
+    """
+    auc = roc_auc(labels, scores, positive_label=positive_label)
+    is_positive = check_labels(labels) == positive_label
+    positives = np.asarray(scores, np.float64)[is_positive]
+    negatives = np.asarray(scores, np.float64)[~is_positive]
+    if np.isnan(auc) or min(positives.size, negatives.size) < 2:
+        if not np.isnan(auc):
+            warnings.warn(
+                f"the AUC's standard error needs two images of each class ({positives.size} "
+                f"positive, {negatives.size} negative); it is NaN",
+                UndefinedAUCWarning,
+                stacklevel=2,
+            )
+        return float("nan")
+    wins = (positives[:, None] > negatives[None, :]) + 0.5 * (
+        positives[:, None] == negatives[None, :]
+    )
+    variance = wins.mean(axis=1).var(ddof=1) / positives.size
+    variance += wins.mean(axis=0).var(ddof=1) / negatives.size
+    return float(np.sqrt(variance))
+
+
 def binary_metrics(
     labels: Any, probabilities: Any, threshold: float = 0.5, *, positive_label: int = 1
 ) -> dict[str, float | int]:

@@ -6,9 +6,12 @@
 Every classifier of the augmentation study trains for exactly `config.train.num_steps` optimiser
 steps, whatever its training-set size, so "more images" is never confused with "more updates".
 Early stopping is a choice of weights, not of budget: every `eval_every_steps` (and at the last
-step) the validation split is scored and the weights best by `select_metric` are kept (one of
-`SELECT_METRICS`; the study passes its primary metric). With `patience_evals` > 0 training also
-stops after that many evaluations without improvement. The test split is never seen here.
+step) the validation split is scored by `select_metric` (one of `SELECT_METRICS`; the study passes
+its primary metric), and at the end `config.train.select_rule` picks the kept weights among the
+evaluated ones: "best" keeps the best score; "one_se" keeps the latest weights scoring within one
+standard error of the best (the one-standard-error rule: an earlier checkpoint must beat the
+trained-out one by more than validation noise to replace it). With `patience_evals` > 0 training
+also stops after that many evaluations without improvement. The test split is never seen here.
 
 The step runs under `jax.jit` on the ("data",) mesh like the GAN's (state replicated, batch split).
 Classifiers train one at a time: seeds vmapped together or one worker process per core were not
@@ -50,6 +53,8 @@ CLASS_BALANCES = ("none", "weights", "sampling")
 # AUC, accuracy at threshold 0.5, and accuracy at the threshold `classification.choose_threshold`
 # picks on the same validation split (larger is better for these three).
 SELECT_METRICS = ("val_loss", "auc", "accuracy", "accuracy_at_val_threshold")
+# How the kept weights are picked among the evaluated ones (see the module docstring).
+SELECT_RULES = ("best", "one_se")
 _HISTORY_KEYS = {
     "val_loss": "loss/val",
     "auc": "auc/val",
@@ -67,7 +72,8 @@ class ClassifierResult:
       best_step: the step those weights come from.
       history: one dict per evaluation: step, loss/train (mean since the last), loss/val,
         auc/val, accuracy/val, accuracy_at_val_threshold/val, and "select/val", the value of the
-        metric that chose the weights.
+        metric that chose the weights, and "select_se/val", its standard error
+        (`selection_standard_error`).
       seconds: wall time.
       val_probabilities: the kept weights' probabilities of class 1 on the validation split,
         float64 [N], as `predict` gives them (so callers need not score it again).
@@ -90,6 +96,12 @@ def check_config(config: ml_collections.ConfigDict) -> None:
         raise errors.ConfigError(
             f"--config.train.class_balance={train.class_balance!r} is unknown; use one of: "
             f"{', '.join(CLASS_BALANCES)}."
+        )
+    rule = train.get("select_rule", "best")
+    if rule not in SELECT_RULES:
+        raise errors.ConfigError(
+            f"--config.train.select_rule={rule!r} is unknown; use one of: "
+            f"{', '.join(SELECT_RULES)}."
         )
     optimizers.classifier_learning_rate(config.optim, int(train.num_steps))
     augment.make_augment(config.augment)
@@ -259,6 +271,51 @@ def validation_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str
     }
 
 
+def selection_standard_error(
+    select_metric: str, labels: np.ndarray, probabilities: np.ndarray
+) -> float:
+    """The standard error of a validation score over resamples of the validation images.
+
+    AUC: DeLong's (`classification.auc_standard_error`); accuracy at 0.5 or at the validation
+    threshold: the binomial sqrt(p (1 - p) / n); validation loss: the per-image losses' standard
+    deviation / sqrt(n). NaN where it is undefined (one class; fewer than 2 images).
+    """
+    labels = np.asarray(labels)
+    n = labels.size
+    if select_metric == "auc":
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", classification.UndefinedAUCWarning)
+            return classification.auc_standard_error(labels, probabilities)
+    if n < 2:
+        return float("nan")
+    if select_metric == "val_loss":
+        clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
+        losses = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+        return float(losses.std(ddof=1) / np.sqrt(n))
+    accuracy = validation_scores(labels, probabilities)[_HISTORY_KEYS[select_metric]]
+    return float(np.sqrt(accuracy * (1 - accuracy) / n))
+
+
+def choose_kept(
+    select_metric: str, values: list[float], standard_errors: list[float], rule: str
+) -> int:
+    """The index of the evaluation whose weights are kept (values in evaluation order).
+
+    "best": the best value (the earliest of ties; NaN never wins). "one_se": the latest
+    evaluation within one standard error (`standard_errors`, that of the best) of the best; with an
+    undefined standard error, the best.
+    """
+    sign = 1.0 if select_metric == "val_loss" else -1.0  # minimise sign * value
+    finite = [i for i, v in enumerate(values) if np.isfinite(v)]
+    if not finite:
+        return 0
+    best = min(finite, key=lambda i: (sign * values[i], i))
+    if rule == "best" or not np.isfinite(standard_errors[best]):
+        return best
+    limit = sign * values[best] + standard_errors[best]
+    return max(i for i in finite if sign * values[i] <= limit)
+
+
 def _better(select_metric: str, value: float, best: float) -> bool:
     """Whether `value` beats `best` (None: nothing kept yet); ties keep the earlier weights."""
     if best is None:
@@ -330,7 +387,8 @@ def train_classifier(
         num_steps, batch_size, f"[{name}]", every_steps=config.train.get("log_every_steps", 50)
     )
     history: list[dict[str, float]] = []
-    best = (None, 0, state, None)
+    candidates = []  # per evaluation: (step, weights on the host, validation probabilities)
+    best = None
     losses: list[Any] = []
     started = time.perf_counter()
     since_best = 0
@@ -356,22 +414,38 @@ def train_classifier(
             val_probabilities = predict(state, val_set.images)
             scores = validation_scores(val_set.labels, val_probabilities)
         selected = scores[_HISTORY_KEYS[select_metric]]
-        record = {"step": step, "loss/train": train_loss, **scores, "select/val": selected}
+        record = {
+            "step": step,
+            "loss/train": train_loss,
+            **scores,
+            "select/val": selected,
+            "select_se/val": selection_standard_error(
+                select_metric, val_set.labels, val_probabilities
+            ),
+        }
         history.append(record)
         progress.update(
             step,
             f"loss {train_loss:.3f} val loss {scores['loss/val']:.3f} {select_metric} "
             f"{selected:.3f}",
         )
-        if _better(select_metric, selected, best[0]):
-            kept = jax.tree.map(np.asarray, jax.device_get(state))
-            best, since_best = (selected, step, kept, val_probabilities), 0
+        candidates.append(
+            (step, jax.tree.map(np.asarray, jax.device_get(state)), val_probabilities)
+        )
+        if _better(select_metric, selected, best):
+            best, since_best = selected, 0
         else:
             since_best += 1
             if patience and since_best >= patience:
                 break
     progress.finish()
-    _, best_step, best_state, best_val_probabilities = best
+    kept = choose_kept(
+        select_metric,
+        [record["select/val"] for record in history],
+        [record["select_se/val"] for record in history],
+        config.train.get("select_rule", "best"),
+    )
+    best_step, best_state, best_val_probabilities = candidates[kept]
     best_state = jax.device_put(best_state, sharding.replicated(mesh))
     if workdir is not None:
         checkpoints = checkpointing.Checkpointer(workdir)
