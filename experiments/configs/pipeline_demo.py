@@ -15,9 +15,10 @@ so that the report can say how much of the oracle's gain over duplicates the GAN
 
 The study's classifier here is the small CNN at width 8 (a quarter to a third of width 16's cost
 per step) with dropout 0.2, Adam with a 20-step warm-up and a cosine decay from lr 3e-3 over 300
-steps, balanced batches, weights chosen on validation by AUC among steps 100, 200 and 300: its
-0%-synthetic baseline scored 80.2 +- 2.1% test accuracy, specificity 78.6 +- 4.7%, sensitivity
-81.2 +- 1.6% at threshold 0.5 over seeds 0-9, about 8 s per classifier on the busy 2-core EPYC
+steps, balanced batches, validation at steps 100, 200 and 300 and the latest weights within one
+standard error of the best validation AUC kept (`train.select_rule = "one_se"`): its
+0%-synthetic baseline scored 79.8 +- 1.7% test accuracy, specificity 77.9 +- 4.2% at threshold
+0.5 over seeds 0-9 (79.8 +- 1.8% and 79.4 +- 5.1% over seeds 0-29)
 (`python -m experiments.benchmarks.study_classifiers`; docs/performance.md, "Study classifiers").
 """
 
