@@ -14,7 +14,8 @@ from experiments.configs import test as test_config
 from xraygan_jax import report, runs
 from xraygan_jax.data import folders
 from xraygan_jax.evaluators import gan_metrics
-from xraygan_jax.metrics import diversity, fid, weights
+from xraygan_jax.metrics import diversity, fid
+from xraygan_jax.pretrained import inception_weights
 from xraygan_jax.train import gan_loop, reporting
 
 PROTOCOL_FIELDS = ("num_real", "num_fake", "reference_split", "resize", "batch_stats")
@@ -25,7 +26,7 @@ _TRAINING_LOG: list[str] = []
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
-    fid_weights_or_skip(lambda: weights.find_source(download=False))
+    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
     config = test_config.get_config()
     config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
     config.train.per_class = False

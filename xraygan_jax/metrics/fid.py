@@ -25,7 +25,6 @@ The standard definitions, computed so that numbers are comparable with published
 
 import dataclasses
 import os
-import pathlib
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -36,7 +35,7 @@ import numpy as np
 import scipy.linalg
 from PIL import Image
 
-from xraygan_jax import compiler
+from xraygan_jax import compiler, files
 from xraygan_jax.models import inception
 
 FEATURE_DIM = inception.FEATURE_DIM
@@ -241,7 +240,7 @@ class InceptionFeatureExtractor:
     a time, while the device computes the batches already queued.
 
     Attributes:
-      variables: FIDInception variables (`xraygan_jax.metrics.weights.load_params()`).
+      variables: FIDInception variables (`xraygan_jax.pretrained.inception_weights.load_params()`).
       batch_size: images per network call.
       resize: the resize mode, one of `RESIZE_MODES`; record it with every result, since FIDs
         of different modes are not comparable.
@@ -389,7 +388,7 @@ class FeatureStats:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes `mu`, `sigma` (pytorch-fid's names) and `count` to an .npz, atomically."""
-        save_npz(path, mu=self.mean, sigma=self.cov, count=np.int64(self.count))
+        files.save_npz(path, mu=self.mean, sigma=self.cov, count=np.int64(self.count))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":
@@ -410,17 +409,6 @@ class FeatureStats:
         stats._mean = np.asarray(mean, np.float64).copy()
         stats._scatter = np.asarray(cov, np.float64) * max(count - 1, 0)
         return stats
-
-
-def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Writes arrays to an uncompressed .npz, atomically (aside, then renamed into place)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # An interrupted write then never leaves a half-written file under the final name.
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    with open(partial, "wb") as file:
-        np.savez(file, **arrays)
-    os.replace(partial, path)
 
 
 def frechet_distance_from_moments(

@@ -13,7 +13,7 @@ and preprocessing, so both follow the standard (TTUR / pytorch-fid / NVIDIA) to 
   generator output in [-1, 1] is first quantised to uint8 as NVIDIA's metrics do.
 
 Layer names mirror the TorchScript file's (`mixed_4`, `tower_1_conv_2`, ...), so that
-`xraygan_jax.metrics.weights` maps its 376 tensors one to one.
+`xraygan_jax.pretrained.inception_weights` maps its 376 tensors one to one.
 """
 
 import flax.linen as nn
@@ -227,8 +227,8 @@ class InceptionE(nn.Module):
 class FIDInception(nn.Module):
     """The FID Inception-v3 up to its 2048-d pool features.
 
-    Call with variables from `xraygan_jax.metrics.weights.load_params()` on images already
-    preprocessed by `preprocess` (float32, NHWC, 299x299x3, values (x - 128) / 128).
+    Call with variables from `xraygan_jax.pretrained.inception_weights.load_params()` on images
+    already preprocessed by `preprocess` (float32, NHWC, 299x299x3, values (x - 128) / 128).
     """
 
     @nn.compact

@@ -35,9 +35,9 @@ import numpy as np
 
 from xraygan_jax import compiler, errors
 from xraygan_jax.data import pipeline
-from xraygan_jax.metrics import classification, weights
+from xraygan_jax.metrics import classification
 from xraygan_jax.models import classifier as classifier_lib
-from xraygan_jax.models import resnet_weights
+from xraygan_jax.pretrained import inception_weights, resnet_weights
 from xraygan_jax.train import (
     augment,
     checkpointing,
@@ -197,7 +197,7 @@ def initial_variables(config: ml_collections.ConfigDict, key: jax.Array, image_s
     variables = classifier_lib.init_variables(model, key, image_size=image_size)
     if config.model.kind == "inception_transfer":
         variables = classifier_lib.init_from_fid_inception(
-            variables, weights.load_params(config.model.get("weights_path", "") or None)
+            variables, inception_weights.load_params(config.model.get("weights_path", "") or None)
         )
     elif config.model.get("pretrained_path", ""):
         variables = resnet_weights.load_torchvision_resnet(
