@@ -89,7 +89,7 @@ def _compare(title: str, alternatives: dict[str, tuple[Callable, tuple]], images
 def _gan_step_inputs(config, batch_size: int):
     config.data.image_size = 64
     config.train.batch_size = batch_size
-    state = jax.jit(gan_loop.make_init(config, 2))(jax.random.key(0))
+    state = jax.jit(setup.make_init(config, 2))(jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.uniform(-1, 1, (batch_size, 64, 64, 1)), jnp.float32),
