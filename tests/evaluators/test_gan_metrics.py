@@ -11,12 +11,12 @@ from conftest import fid_weights_or_skip, read_events, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
-from xraygan_jax import report, runs
+from xraygan_jax import gan_loop, report, runs
 from xraygan_jax.data import folders
 from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.metrics import diversity, fid
 from xraygan_jax.pretrained import inception_weights
-from xraygan_jax.train import gan_loop, reporting
+from xraygan_jax.train import reporting
 
 PROTOCOL_FIELDS = ("num_real", "num_fake", "reference_split", "resize", "batch_stats")
 FLOOR_FIELDS = ("fid_floor", "kid_floor", "floor_num", "fid_matched", "kid_matched")

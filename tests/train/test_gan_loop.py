@@ -15,16 +15,9 @@ from conftest import read_events, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
-from xraygan_jax import errors, runs
+from xraygan_jax import errors, gan_loop, runs
 from xraygan_jax.data import folders
-from xraygan_jax.train import (
-    checkpointing,
-    gan_loop,
-    reporting,
-    setup,
-    sharding,
-    tensorboard_events,
-)
+from xraygan_jax.train import checkpointing, reporting, setup, sharding, tensorboard_events
 
 
 def _config(tmp_path_factory, **train):

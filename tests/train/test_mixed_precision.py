@@ -23,9 +23,9 @@ import pytest
 from jax.extend import core as jax_core
 
 from experiments.configs import test as test_config
-from xraygan_jax import errors
+from xraygan_jax import errors, gan_loop
 from xraygan_jax.data import phantom
-from xraygan_jax.train import gan_loop, setup, steps
+from xraygan_jax.train import setup, steps
 
 IMAGE_SIZE = 32
 BATCH_SIZE = 8

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
-from xraygan_jax import errors, runs
+from xraygan_jax import errors, gan_loop, runs
 from xraygan_jax.models import gan
-from xraygan_jax.train import gan_loop, losses, setup, sharding, steps
+from xraygan_jax.train import losses, setup, sharding, steps
 
 SIZE = 32
 

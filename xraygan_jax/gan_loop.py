@@ -1,5 +1,9 @@
 """The GAN training loop: `train_and_evaluate(config, workdir)`.
 
+An orchestrator, beside the study and the report: it drives `train/` (states built by
+`train.setup`, the pure steps, checkpoints), writes the run folder through `runs` and scores
+checkpoints with `evaluators`, so it sits above all three (the import contracts in pyproject.toml).
+
 What a run leaves in `workdir` is described in `xraygan_jax.runs` (the one module that knows
 the layout): config.json, checkpoints/<gan>/<epoch>/, samples/<class>/epoch_XXXX.png,
 plots/losses_<gan>.png, metrics.jsonl, eval.jsonl, summary.md, and tensorboard/<gan>/: the
