@@ -18,7 +18,7 @@ import optax
 import pytest
 from conftest import fid_weights_or_skip
 
-from xraygan_jax import errors
+from xraygan_jax import errors, pixels
 from xraygan_jax.models import classifier, inception
 from xraygan_jax.pretrained import inception_weights
 
@@ -444,7 +444,7 @@ def test_backbone_with_the_fid_weights_gives_the_fid_features():
             capture_intermediates=lambda module, _: module.name == "backbone",
             mutable=["intermediates"],
         )
-        quantized = inception.quantize_to_uint8_values(images)
+        quantized = pixels.quantize(images)
         expected = inception.FIDInception().apply(fid_variables, inception.preprocess(quantized))
         return state["intermediates"]["backbone"]["__call__"][0], expected
 

@@ -35,7 +35,7 @@ import numpy as np
 import scipy.linalg
 from PIL import Image
 
-from xraygan_jax import compiler, files
+from xraygan_jax import compiler, files, pixels
 from xraygan_jax.models import inception
 
 FEATURE_DIM = inception.FEATURE_DIM
@@ -117,13 +117,6 @@ def check_resize_mode(resize: str) -> str:
     return resize
 
 
-def _quantize_on_host(images: np.ndarray) -> np.ndarray:
-    """`inception.quantize_to_uint8_values` in NumPy, for the resize that runs on the host."""
-    if images.dtype == np.uint8:
-        return images
-    return np.floor(np.clip(images.astype(np.float32) * 127.5 + 128.0, 0.0, 255.0))
-
-
 def _resize_clean(images: np.ndarray, size: int) -> np.ndarray:
     """clean-fid's resize: every channel as a float32 Pillow image (mode "F"), bicubic.
 
@@ -160,7 +153,7 @@ def resize_images(
 
     Args:
       images: [N, H, W, C] holding values 0..255 (uint8, or float holding integers as
-        `inception.quantize_to_uint8_values` returns).
+        `pixels.quantize` returns).
       resize: one of `RESIZE_MODES`.
       size: output height and width.
 
@@ -218,7 +211,7 @@ def _network_features(variables: Any, images: jax.Array) -> jax.Array:
 def _preprocess(images: jax.Array, *, resize: str = "tf1") -> jax.Array:
     """Quantisation, resize and normalisation on the device ("tf1", "pytorch_fid")."""
     if images.dtype != jnp.uint8:
-        images = inception.quantize_to_uint8_values(images)
+        images = pixels.quantize(images)
     return normalize_resized(resize_images(images, resize), resize)
 
 
@@ -279,7 +272,7 @@ class InceptionFeatureExtractor:
             valid = batch.shape[0]
             if self.resize == "clean":
                 # Resized before padding, so that Pillow never resizes the padding.
-                batch = _resize_clean(_quantize_on_host(batch), inception.INPUT_SIZE)
+                batch = _resize_clean(pixels.quantize(batch), inception.INPUT_SIZE)
             yield _pad_batch(batch, self.batch_size), valid
 
     def __call__(self, images: Any) -> np.ndarray:
