@@ -243,7 +243,7 @@ class InceptionFeatureExtractor:
         """Builds the extractor.
 
         Args:
-          variables: FIDInception variables, e.g. `weights.load_params()`.
+          variables: FIDInception variables, e.g. `pretrained.inception_weights.load_params()`.
           batch_size: images per network call; None picks 4 on CPU, where small batches are
             fastest (a large batch's 299x299 activations overflow the caches: 26.5 images/s
             at batch 4 against 23.6 at batch 48 on two cores;
