@@ -4,14 +4,14 @@
     python -m experiments.train_gan --config=experiments/configs/dcgan.py --workdir=runs/kermany \
         --config.data.source=kermany --config.data.dir=/data/chest_xray
 
-This file is intentionally kept short: the loop is xraygan_jax.train.gan_loop.train_and_evaluate.
+This file is intentionally kept short: the loop is xraygan_jax.gan_loop.train_and_evaluate.
 """
 
 from absl import flags
 from ml_collections import config_flags
 
 from experiments import launch
-from xraygan_jax.train import gan_loop
+from xraygan_jax import gan_loop
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", "experiments/configs/dcgan.py", "Job config (a get_config() file).", lock_config=True

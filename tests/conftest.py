@@ -211,14 +211,15 @@ def read_events(directory):
 def fid_weights_or_skip(load):
     """Returns `load()`; when the FID Inception weights are missing, skips (fails under CI=true).
 
-    The README's test command fetches the weights first (`python -m xraygan_jax.metrics.weights`),
-    so in CI a missing file is a broken set-up, not a reason to skip.
+    The README's test command fetches the weights first
+    (`python -m xraygan_jax.pretrained.inception_weights`), so in CI a missing file is a broken
+    set-up, not a reason to skip.
     """
-    from xraygan_jax.metrics import weights
+    from xraygan_jax.pretrained import inception_weights
 
     try:
         return load()
-    except weights.WeightsNotFoundError as error:
+    except inception_weights.WeightsNotFoundError as error:
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"FID Inception weights missing in CI: {error}")
         pytest.skip(f"FID Inception weights not available: {error}")

@@ -11,7 +11,7 @@ from PIL import Image
 
 from experiments.configs import pipeline_test
 from xraygan_jax import errors, pipeline, report
-from xraygan_jax.metrics import weights
+from xraygan_jax.pretrained import inception_weights
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def data_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_dir):
-    fid_weights_or_skip(lambda: weights.find_source(download=False))
+    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
     workdir = tmp_path_factory.mktemp("pipeline")
     result = run_launcher(
         "experiments.pipeline",

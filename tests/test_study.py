@@ -9,10 +9,9 @@ from conftest import run_launcher
 
 from experiments.configs import study_test
 from experiments.configs import test as gan_test_config
-from xraygan_jax import errors, study
+from xraygan_jax import errors, gan_loop, study
 from xraygan_jax.data import mixing, phantom, pipeline
 from xraygan_jax.metrics import calibration, statistics
-from xraygan_jax.train import gan_loop
 
 
 @pytest.fixture(scope="module")

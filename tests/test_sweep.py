@@ -7,12 +7,12 @@ from conftest import fid_weights_or_skip, run_launcher
 
 from experiments.configs import sweep_test
 from xraygan_jax import errors, runs, sweep
-from xraygan_jax.metrics import weights
+from xraygan_jax.pretrained import inception_weights
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory):
-    fid_weights_or_skip(lambda: weights.find_source(download=False))
+    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
     workdir = tmp_path_factory.mktemp("sweep")
     data_dir = tmp_path_factory.getbasetemp() / "tfds"
     args = (
@@ -110,7 +110,7 @@ def test_a_malformed_arm_is_named(arms, message):
 def test_an_arms_sweep_compares_per_class_metrics_and_shows_samples_side_by_side(
     tmp_path_factory,
 ):
-    fid_weights_or_skip(lambda: weights.find_source(download=False))
+    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
     config = sweep_test.get_config()
     config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
     config.data.train_images_per_class = 12

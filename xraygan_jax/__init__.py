@@ -1,14 +1,22 @@
 """xraygan_jax: conditional-GAN data augmentation of chest X-rays in JAX/Flax.
 
-Subpackages:
+Subpackages and modules, lowest layer first (imports point down only; the contracts in
+pyproject.toml, checked by `lint-imports`):
+  errors, compiler, files, pixels
+             leaves: user-error types, XLA options, atomic .npz writes, the [-1, 1] pixel range.
   data     phantom generator, folder ingestion, TFDS builders, grain pipelines, mixing.
   models   Flax Linen GANs, classifier, the FID Inception port, fast layers.
-  train    state pytrees, losses, pure jit steps, sharding, checkpointing, loops.
-  metrics  Inception weights, FID, KID, precision/recall, classification metrics, statistics.
-  evaluators  GAN metrics with real-vs-real floors, built from a config and a sampler.
+  pretrained  PyTorch weight files read without torch: the FID Inception's, torchvision ResNets.
+  metrics  FID, KID, precision/recall, classification metrics, statistics (maths only).
+  train    state pytrees, losses, pure jit steps, sharding, checkpointing, sampling, the
+           classifier loop, and `setup`, which builds models and states from a config.
   runs     the run folder: config, checkpoints, GAN names, sampling from a run.
-  study    the augmentation study; pipeline, report, sweep: the main job and its report.
-  viz      sample grids and curves as PNG.
+  viz      sample grids and curves as PNG (the only module that imports matplotlib).
+  evaluators  GAN metrics with real-vs-real floors, built from a config and a sampler.
+  gan_loop, study, report
+             the orchestrators: GAN training, the augmentation study, the report;
+  pipeline, sweep
+             the main job and hyper-parameter sweeps, which run them.
 """
 
 __version__ = "0.1.0"

@@ -30,10 +30,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from xraygan_jax import errors, report, study
+from xraygan_jax import errors, gan_loop, report, study
 from xraygan_jax.data import sources
 from xraygan_jax.evaluators import gan_metrics
-from xraygan_jax.train import gan_loop, reporting
+from xraygan_jax.train import reporting
 
 STAGES = ("data", "gan", "fcgan", "evaluate", "study", "report")
 STATE_FILE = "pipeline.json"

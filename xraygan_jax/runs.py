@@ -38,8 +38,7 @@ import numpy as np
 
 from xraygan_jax import errors
 from xraygan_jax.data import sources
-from xraygan_jax.models import gan
-from xraygan_jax.train import checkpointing, sampling, sharding
+from xraygan_jax.train import checkpointing, sampling, setup, sharding
 
 JOINT_GAN_NAME = "conditional"
 CONFIG_FILE = "config.json"
@@ -68,14 +67,8 @@ def gan_key(config: ml_collections.ConfigDict, stream: int, label: int | None) -
 
 
 def build_models(config: ml_collections.ConfigDict) -> tuple[Any, Any]:
-    """The (generator, discriminator) Linen modules of a config."""
-    num_classes = len(sources.class_names(config.data))
-    return gan.make_gan(
-        config.model,
-        image_size=config.data.image_size,
-        num_classes=num_classes,
-        dtype=gan.compute_dtype(config.train.get("compute_dtype", "float32")),
-    )
+    """The (generator, discriminator) Linen modules of a run's config (`train.setup`)."""
+    return setup.make_models(config, num_classes=len(sources.class_names(config.data)))
 
 
 def _abstract_variables(module, *inputs) -> dict[str, Any]:

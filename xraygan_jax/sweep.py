@@ -40,10 +40,10 @@ from typing import Any
 import ml_collections
 import numpy as np
 
-from xraygan_jax import errors, runs, study, viz
+from xraygan_jax import errors, gan_loop, runs, study, viz
 from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.metrics import diversity
-from xraygan_jax.train import gan_loop, reporting
+from xraygan_jax.train import reporting
 
 
 def parse_grid(config: ml_collections.ConfigDict) -> list[tuple[str, list[Any]]]:

@@ -1,7 +1,7 @@
 """Pictures as PNG files: image grids (samples, data previews).
 
 Images come as NHWC arrays, either uint8 in [0, 255] or floats in [-1, 1] (the models' range,
-mapped back with NVIDIA's quantisation ``clip(x * 127.5 + 128, 0, 255)``). Grids are drawn with
+mapped back by `pixels.to_uint8`). Grids are drawn with
 matplotlib's Agg backend, so no display is needed.
 """
 
@@ -17,31 +17,11 @@ matplotlib.use("Agg")  # Files only; also safe on headless machines.
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from xraygan_jax import pixels  # noqa: E402
+
 # Pixels between tiles and the figure resolution.
 _PADDING = 2
 _DPI = 100
-
-
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """Images as uint8: uint8 passes through, floats in [-1, 1] are quantised.
-
-    Args:
-      images: uint8 or floating array, any shape.
-
-    Returns:
-      uint8 array of the same shape.
-
-    Raises:
-      TypeError: any other dtype.
-    """
-    images = np.asarray(images)
-    if images.dtype == np.uint8:
-        return images
-    if not np.issubdtype(images.dtype, np.floating):
-        raise TypeError(
-            f"Images must be uint8 in [0, 255] or floats in [-1, 1], got dtype {images.dtype}."
-        )
-    return np.clip(images.astype(np.float64) * 127.5 + 128.0, 0, 255).astype(np.uint8)
 
 
 def tile(images: np.ndarray, *, nrow: int | None = None) -> np.ndarray:
@@ -54,7 +34,7 @@ def tile(images: np.ndarray, *, nrow: int | None = None) -> np.ndarray:
     Returns:
       uint8 [rows * (H + pad) + pad, nrow * (W + pad) + pad, C].
     """
-    images = to_uint8(images)
+    images = pixels.to_uint8(images)
     if images.ndim != 4 or images.shape[-1] not in (1, 3) or images.shape[0] == 0:
         raise ValueError(
             f"Expected a non-empty NHWC batch with 1 or 3 channels, got shape {images.shape}."

@@ -38,8 +38,8 @@ from absl import app, flags
 
 from experiments.benchmarks import processes, torch_references
 from xraygan_jax import compiler
-from xraygan_jax.metrics import torch_free_reader
-from xraygan_jax.models import classifier, resnet_weights
+from xraygan_jax.models import classifier
+from xraygan_jax.pretrained import resnet_weights, torch_free_reader
 from xraygan_jax.train import classifier_steps
 
 _MODELS = flags.DEFINE_list(

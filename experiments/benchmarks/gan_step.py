@@ -33,7 +33,7 @@ from experiments.benchmarks import processes
 from experiments.configs import dcgan as dcgan_config
 from xraygan_jax import compiler
 from xraygan_jax.models import gan
-from xraygan_jax.train import gan_loop, steps
+from xraygan_jax.train import setup, steps
 
 _BATCH_SIZE = flags.DEFINE_integer("batch_size", 64, "Images per step.")
 _IMAGE_SIZE = flags.DEFINE_integer("image_size", 64, "Image side (32, 64 or 128).")
@@ -55,7 +55,7 @@ def _jax_side(config, batch_size: int, image_size: int, compute_dtype: str = "fl
     """(initial GANState, a function running one step and waiting for it)."""
     config.data.image_size = image_size
     config.train.compute_dtype = compute_dtype
-    initial_state = jax.jit(gan_loop.make_init(config, NUM_CLASSES))(jax.random.key(0))
+    initial_state = jax.jit(setup.make_init(config, NUM_CLASSES))(jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(

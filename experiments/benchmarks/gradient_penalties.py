@@ -34,7 +34,7 @@ from experiments.benchmarks import processes
 from experiments.configs import small_data
 from xraygan_jax import compiler
 from xraygan_jax.models import layers
-from xraygan_jax.train import gan_loop, steps
+from xraygan_jax.train import setup, steps
 
 _ROUNDS = flags.DEFINE_integer("rounds", 2, "Timed rounds per row.")
 _STEPS_PER_ROUND = flags.DEFINE_integer("steps_per_round", 1, "Steps timed per round.")
@@ -80,7 +80,7 @@ def _runner(
         layers.DownConv2x._apply = staticmethod(_earlier_down_conv_2x)
     config = _config()
     config.train.update(train_overrides)
-    state = jax.jit(gan_loop.make_init(config, NUM_CLASSES))(jax.random.key(0))
+    state = jax.jit(setup.make_init(config, NUM_CLASSES))(jax.random.key(0))
     state = state.replace(step=jnp.asarray(step_number, state.step.dtype))
     options = steps.StepOptions.from_config(config.train)
     if r1_now is not None:

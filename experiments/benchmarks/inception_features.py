@@ -8,7 +8,7 @@ NCHW, `torch.no_grad`). Each configuration runs in a process of its own
 slows them alike; the table reports the best and the median round, and the load average (the
 machine is shared). First it checks that both give the same features (max abs difference).
 
-    python -m xraygan_jax.metrics.weights    # the weights, for both sides
+    python -m xraygan_jax.pretrained.inception_weights    # the weights, for both sides
     pip install torch==2.13.0                # the PyTorch side only
     python -m experiments.benchmarks.inception_features
     python -m experiments.benchmarks.inception_features --jax_batch_sizes=2,4,8 --num_images=64
@@ -27,7 +27,8 @@ import numpy as np
 from absl import app, flags, logging
 
 from experiments.benchmarks import processes
-from xraygan_jax.metrics import fid, weights
+from xraygan_jax.metrics import fid
+from xraygan_jax.pretrained import inception_weights
 
 _NUM_IMAGES = flags.DEFINE_integer("num_images", 48, "Images per timed round.")
 _JAX_BATCH_SIZES = flags.DEFINE_list("jax_batch_sizes", ["4", "16", "48"], "JAX batch sizes.")
@@ -46,7 +47,7 @@ def _torch_network():
         import torch
     except ImportError:
         return None
-    data = weights.read_source(weights.find_source(download=False))
+    data = inception_weights.read_source(inception_weights.find_source(download=False))
     return torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
 
 
@@ -65,7 +66,9 @@ def _torch_features(network, images: np.ndarray, batch_size: int) -> np.ndarray:
 
 def _jax_runner(batch_size: int, num_images: int, weights_path: str | None):
     """Builds the JAX extractor in this process: a function extracting one round's features."""
-    extractor = fid.InceptionFeatureExtractor(weights.load_params(weights_path), batch_size)
+    extractor = fid.InceptionFeatureExtractor(
+        inception_weights.load_params(weights_path), batch_size
+    )
     images = _images(num_images)
     return lambda: extractor(images)
 
@@ -91,7 +94,9 @@ def main(argv):
         logging.warning("torch is not installed: timing the JAX side alone")
     else:
         sample = _images(4)
-        extractor = fid.InceptionFeatureExtractor(weights.load_params(_WEIGHTS_PATH.value))
+        extractor = fid.InceptionFeatureExtractor(
+            inception_weights.load_params(_WEIGHTS_PATH.value)
+        )
         difference = np.abs(extractor(sample) - _torch_features(network, sample, 4)).max()
         print(f"max |JAX - PyTorch| over 4 images' features: {difference:.2e}")
         for batch_size in map(int, _TORCH_BATCH_SIZES.value):

@@ -199,7 +199,7 @@ def _run_child() -> None:
     import numpy as np
 
     from xraygan_jax import compiler
-    from xraygan_jax.train import gan_loop, sharding, steps
+    from xraygan_jax.train import setup, sharding, steps
 
     began = time.perf_counter()
     devices = jax.devices()[: _NUM_DEVICES.value]
@@ -210,7 +210,7 @@ def _run_child() -> None:
     config = _config()
     # An "rbg" key for the initial values, which do not matter here: XLA CPU compiles threefry
     # draws of every parameter shape slowly. The step keeps the loop's threefry keys.
-    init = jax.jit(gan_loop.make_init(config, 2), out_shardings=replicated)
+    init = jax.jit(setup.make_init(config, 2), out_shardings=replicated)
     state = init(jax.random.key(0, impl="rbg"))
     local = sum(device.process_index == jax.process_index() for device in devices)
     rng = np.random.default_rng(jax.process_index())

@@ -229,18 +229,18 @@ def _vmap(seeds):
     import jax
 
     from xraygan_jax.data import pipeline
-    from xraygan_jax.train import classifier_loop
+    from xraygan_jax.train import classifier_loop, setup
 
     config = study_config()
     data = demo_data()
     started = time.perf_counter()
     image_size = data.train.images.shape[1]
-    setup = classifier_loop._setup(config, image_size, _mesh())  # noqa: SLF001 - same model, tx
+    built = setup.classifier_setup(config, image_size, _mesh())  # the study's model and tx
     states, iterators, keys = [], [], []
     weights = classifier_loop._class_weights(data.train.labels, 2)  # noqa: SLF001
     for seed in seeds:
         key = jax.random.key(seed)
-        states.append(classifier_loop.initial_state(config, setup, key, image_size))
+        states.append(setup.classifier_state(config, built, key, image_size))
         dataset = pipeline.make_dataset(
             data.train,
             batch_size=int(config.train.batch_size),

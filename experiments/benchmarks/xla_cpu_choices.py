@@ -36,9 +36,10 @@ from absl import app, flags
 from experiments.configs import dcgan as dcgan_config
 from experiments.configs import fcgan as fcgan_config
 from xraygan_jax import compiler
-from xraygan_jax.metrics import fid, weights
+from xraygan_jax.metrics import fid
 from xraygan_jax.models import inception, layers
-from xraygan_jax.train import gan_loop, steps
+from xraygan_jax.pretrained import inception_weights
+from xraygan_jax.train import setup, steps
 
 _SECTIONS = flags.DEFINE_list(
     "sections",
@@ -88,7 +89,7 @@ def _compare(title: str, alternatives: dict[str, tuple[Callable, tuple]], images
 def _gan_step_inputs(config, batch_size: int):
     config.data.image_size = 64
     config.train.batch_size = batch_size
-    state = jax.jit(gan_loop.make_init(config, 2))(jax.random.key(0))
+    state = jax.jit(setup.make_init(config, 2))(jax.random.key(0))
     rng = np.random.default_rng(0)
     batch = {
         "image": jnp.asarray(rng.uniform(-1, 1, (batch_size, 64, 64, 1)), jnp.float32),
@@ -124,7 +125,7 @@ def section_options():
                 for option, options in _OPTIONS.items()
             },
         )
-    variables = jax.device_put(weights.load_params(None))
+    variables = jax.device_put(inception_weights.load_params(None))
     images = np.random.default_rng(0).integers(0, 256, (4, 299, 299, 3), dtype=np.uint8)
     inputs = fid._preprocess(jnp.asarray(images))
     _compare(
@@ -261,7 +262,7 @@ plain_conv = inception._conv
 
 
 def section_inception():
-    variables = jax.device_put(weights.load_params(None))
+    variables = jax.device_put(inception_weights.load_params(None))
     images = np.random.default_rng(0).integers(0, 256, (4, 299, 299, 3), dtype=np.uint8)
     inputs = fid._preprocess(jnp.asarray(images))
     alternatives = {}

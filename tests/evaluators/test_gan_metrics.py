@@ -11,11 +11,12 @@ from conftest import fid_weights_or_skip, read_events, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
-from xraygan_jax import report, runs
+from xraygan_jax import gan_loop, report, runs
 from xraygan_jax.data import folders
 from xraygan_jax.evaluators import gan_metrics
-from xraygan_jax.metrics import diversity, fid, weights
-from xraygan_jax.train import gan_loop, reporting
+from xraygan_jax.metrics import diversity, fid
+from xraygan_jax.pretrained import inception_weights
+from xraygan_jax.train import reporting
 
 PROTOCOL_FIELDS = ("num_real", "num_fake", "reference_split", "resize", "batch_stats")
 FLOOR_FIELDS = ("fid_floor", "kid_floor", "floor_num", "fid_matched", "kid_matched")
@@ -25,7 +26,7 @@ _TRAINING_LOG: list[str] = []
 
 @pytest.fixture(scope="module")
 def evaluated_run(tmp_path_factory):
-    fid_weights_or_skip(lambda: weights.find_source(download=False))
+    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
     config = test_config.get_config()
     config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
     config.train.per_class = False

@@ -5,8 +5,7 @@ import pathlib
 
 import pytest
 
-from xraygan_jax import sweep
-from xraygan_jax.train import gan_loop
+from xraygan_jax import gan_loop, sweep
 
 CONFIGS = sorted(
     path.stem

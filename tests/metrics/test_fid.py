@@ -12,7 +12,8 @@ import pytest
 import scipy.linalg
 import scipy.spatial.distance
 
-from xraygan_jax.metrics import fid, weights
+from xraygan_jax.metrics import fid
+from xraygan_jax.pretrained import inception_weights
 
 
 def _random_covariance(rng, dim):
@@ -221,7 +222,7 @@ def test_evaluate_rejects_a_single_image():
 @pytest.fixture(scope="module")
 def zero_extractor():
     # Zero variables: enough to exercise the input checks, which run before the network.
-    shapes = weights.expected_layers()[0]
+    shapes = inception_weights.expected_layers()[0]
     variables = flax.traverse_util.unflatten_dict(
         {key: jnp.zeros(s.shape, s.dtype) for key, s in shapes.items()}
     )

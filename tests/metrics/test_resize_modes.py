@@ -14,7 +14,8 @@ import pytest
 from PIL import Image
 
 from xraygan_jax import compiler
-from xraygan_jax.metrics import fid, reference, weights
+from xraygan_jax.metrics import fid, reference
+from xraygan_jax.pretrained import inception_weights
 
 # Upsampling, non-square upsampling in RGB, downsampling (where Pillow antialiases), identity.
 SHAPES = [(2, 64, 64, 1), (1, 37, 50, 3), (1, 400, 320, 1), (1, 299, 299, 3)]
@@ -109,7 +110,7 @@ def random_variables():
     their scale through the 94 layers, so the features depend on every input pixel."""
     rng = np.random.default_rng(0)
     flat = {}
-    for path, shape in weights.expected_layers()[0].items():
+    for path, shape in inception_weights.expected_layers()[0].items():
         if path[-1] == "kernel":
             fan_in = int(np.prod(shape.shape[:-1]))
             value = rng.standard_normal(shape.shape, np.float32) * np.sqrt(2 / fan_in)

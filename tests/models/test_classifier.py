@@ -18,9 +18,9 @@ import optax
 import pytest
 from conftest import fid_weights_or_skip
 
-from xraygan_jax import errors
-from xraygan_jax.metrics import weights
+from xraygan_jax import errors, pixels
 from xraygan_jax.models import classifier, inception
+from xraygan_jax.pretrained import inception_weights
 
 # torchvision's parameter counts (`sum(p.numel() for p in resnetNN().parameters())`), its
 # 1000-class fc layer, and the two input channels conv1 loses on grey images (64 x 7 x 7 each).
@@ -429,7 +429,7 @@ def test_wrong_channel_count_is_named():
 def test_backbone_with_the_fid_weights_gives_the_fid_features():
     """InceptionTransfer's preprocessing and backbone against FIDInception on its own pipeline,
     on images of exact uint8 levels (where skipping the quantisation changes nothing)."""
-    fid_variables = fid_weights_or_skip(lambda: weights.load_params(download=False))
+    fid_variables = fid_weights_or_skip(lambda: inception_weights.load_params(download=False))
     model = classifier.InceptionTransfer(input_size=inception.INPUT_SIZE)
     variables = classifier.init_from_fid_inception(_inception_variables(), fid_variables)
     levels = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 1))
@@ -444,7 +444,7 @@ def test_backbone_with_the_fid_weights_gives_the_fid_features():
             capture_intermediates=lambda module, _: module.name == "backbone",
             mutable=["intermediates"],
         )
-        quantized = inception.quantize_to_uint8_values(images)
+        quantized = pixels.quantize(images)
         expected = inception.FIDInception().apply(fid_variables, inception.preprocess(quantized))
         return state["intermediates"]["backbone"]["__call__"][0], expected
 

@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 from conftest import fid_weights_or_skip
 
-from xraygan_jax.metrics import fid, weights
+from xraygan_jax.metrics import fid
 from xraygan_jax.models import inception
+from xraygan_jax.pretrained import inception_weights
 
 
 def _weights_or_skip():
-    return fid_weights_or_skip(lambda: weights.load_params(download=False))
+    return fid_weights_or_skip(lambda: inception_weights.load_params(download=False))
 
 
 @pytest.fixture(scope="module")
@@ -71,15 +72,6 @@ def test_resize_at_299_is_identity_and_is_not_half_pixel():
     np.testing.assert_allclose(inception.resize_bilinear_tf1(row, 4)[0, 0, :, 0], [0, 50, 100, 100])
 
 
-def test_quantisation_is_nvidias():
-    values = np.random.default_rng(2).uniform(-1.2, 1.2, (1000,)).astype(np.float32)
-    values[:3] = [-1.0, 0.0, 1.0]
-    expected = np.clip(values * 127.5 + 128, 0, 255).astype(np.uint8)  # truncation, as NVIDIA
-    quantised = np.asarray(inception.quantize_to_uint8_values(jnp.asarray(values)))
-    np.testing.assert_array_equal(quantised, expected.astype(np.float32))
-    assert list(quantised[:3]) == [0.0, 128.0, 255.0]
-
-
 def test_preprocess_normalises_and_repeats_grayscale():
     gray = np.random.default_rng(3).integers(0, 256, (2, 299, 299, 1), dtype=np.uint8)
     out = np.asarray(inception.preprocess(jnp.asarray(gray)))
@@ -88,9 +80,9 @@ def test_preprocess_normalises_and_repeats_grayscale():
 
 
 def test_module_has_the_fid_networks_shapes():
-    shapes, convs = weights.expected_layers()
+    shapes, convs = inception_weights.expected_layers()
     sizes = [int(np.prod(s.shape)) for s in shapes.values()]
-    assert len(shapes) == weights.NUM_TENSORS == 376
+    assert len(shapes) == inception_weights.NUM_TENSORS == 376
     assert sum(sizes) == 21_802_784
     assert len(convs) == 94
     assert shapes[("params", "conv", "kernel")].shape == (3, 3, 3, 32)
@@ -104,7 +96,7 @@ def test_module_has_the_fid_networks_shapes():
 
 
 def test_module_rejects_unprocessed_input():
-    variables = flax.traverse_util.unflatten_dict(weights.expected_layers()[0])
+    variables = flax.traverse_util.unflatten_dict(inception_weights.expected_layers()[0])
     with pytest.raises(
         ValueError, match=r"expects preprocessed images of shape \[N, 299, 299, 3\]"
     ):
@@ -131,7 +123,7 @@ def test_features_match_torchscript_network(extractor):
         x = (_resize_tf1_numpy(images, 299) - 128) / 128
         inputs.append(np.repeat(x, 3, -1) if x.shape[-1] == 1 else x)
     batch = torch.from_numpy(np.concatenate(inputs).transpose(0, 3, 1, 2).copy())
-    data = weights.read_source(weights.find_source(download=False))
+    data = inception_weights.read_source(inception_weights.find_source(download=False))
     network = torch.jit.load(io.BytesIO(data), map_location="cpu").eval()
     with torch.no_grad():
         expected = network(batch).numpy()

@@ -15,9 +15,9 @@ from conftest import read_events, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
-from xraygan_jax import errors, runs
+from xraygan_jax import errors, gan_loop, runs
 from xraygan_jax.data import folders
-from xraygan_jax.train import checkpointing, gan_loop, reporting, sharding, tensorboard_events
+from xraygan_jax.train import checkpointing, reporting, setup, sharding, tensorboard_events
 
 
 def _config(tmp_path_factory, **train):
@@ -30,7 +30,7 @@ def _config(tmp_path_factory, **train):
 
 def _final_params(workdir, name):
     run = runs.Run(workdir)
-    abstract, _ = gan_loop.abstract_state(run.load_config(), 2, sharding.make_mesh())
+    abstract, _ = setup.abstract_state(run.load_config(), 2, sharding.make_mesh())
     checkpoints = run.checkpointer(name)
     state = checkpoints.restore(checkpoints.latest_epoch(), abstract)
     checkpoints.close()
@@ -344,7 +344,7 @@ def test_generate_names_the_saved_epochs_when_asked_for_another(per_class_run):
 
 def test_per_class_gans_start_from_different_weights(tmp_path_factory):
     config = _config(tmp_path_factory)
-    _, init = gan_loop.abstract_state(config, 2, sharding.make_mesh())
+    _, init = setup.abstract_state(config, 2, sharding.make_mesh())
     first = init(runs.gan_key(config, runs.INIT_STREAM, 0))
     second = init(runs.gan_key(config, runs.INIT_STREAM, 1))
     for a, b in zip(jax.tree.leaves(first.g_params), jax.tree.leaves(second.g_params), strict=True):

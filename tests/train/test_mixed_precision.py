@@ -23,9 +23,9 @@ import pytest
 from jax.extend import core as jax_core
 
 from experiments.configs import test as test_config
-from xraygan_jax import errors
+from xraygan_jax import errors, gan_loop
 from xraygan_jax.data import phantom
-from xraygan_jax.train import gan_loop, steps
+from xraygan_jax.train import setup, steps
 
 IMAGE_SIZE = 32
 BATCH_SIZE = 8
@@ -73,7 +73,7 @@ def _phantom_batches() -> tuple[dict[str, np.ndarray], ...]:
 @functools.cache
 def _run(kind: str, compute_dtype: str):
     """(initial state, final state, {metric: [value per step]}) of NUM_STEPS steps."""
-    initial = jax.jit(gan_loop.make_init(_config(kind, compute_dtype), num_classes=2))(_key(0))
+    initial = jax.jit(setup.make_init(_config(kind, compute_dtype), num_classes=2))(_key(0))
     step = jax.jit(steps.gan_train_step)
     batches = _phantom_batches()
     state, curves = initial, {name: [] for name in METRIC_NAMES}
@@ -132,7 +132,7 @@ def _equations(jaxpr) -> list:
 
 def _operand_dtypes(kind: str, compute_dtype: str) -> dict[str, set[str]]:
     """{"conv_general_dilated" | "dot_general" | "reduce_*": operand dtypes} in one train step."""
-    init = gan_loop.make_init(_config(kind, compute_dtype), num_classes=2)
+    init = setup.make_init(_config(kind, compute_dtype), num_classes=2)
     state = jax.eval_shape(init, _key(0))
     batch = {
         "image": jax.ShapeDtypeStruct((BATCH_SIZE, IMAGE_SIZE, IMAGE_SIZE, 1), jnp.float32),
@@ -200,7 +200,7 @@ def test_bfloat16_with_the_discriminator_options_and_penalties():
     config.model.spectral_norm = True
     config.model.conditioning = "acgan"
     options = steps.StepOptions(loss="wgan_gp")
-    state = jax.jit(gan_loop.make_init(config, num_classes=2))(_key(0))
+    state = jax.jit(setup.make_init(config, num_classes=2))(_key(0))
     step = functools.partial(steps.gan_train_step, options=options)
     batch = _phantom_batches()[0]
     jaxpr = jax.make_jaxpr(step)(state, batch, _key(1))

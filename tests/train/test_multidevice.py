@@ -60,14 +60,14 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     from jax.sharding import PartitionSpec
 
     from experiments.configs import test as test_config
-    from xraygan_jax.train import gan_loop, sharding, steps
+    from xraygan_jax.train import setup, sharding, steps
 
     assert jax.device_count() == NUM_DEVICES, jax.devices()
     config = test_config.get_config()
     image_size, batch_size = 32, 16
     config.data.image_size = image_size
     config.train.ema_decay = 0.5
-    init = gan_loop.make_init(config, num_classes=2)
+    init = setup.make_init(config, num_classes=2)
     # rbg: the initial values do not matter here, and threefry draws of every parameter shape
     # take long to compile on XLA CPU. The step keys below are default (threefry) keys.
     gan_state = jax.jit(init)(jax.random.key(0, impl="rbg"))

@@ -162,10 +162,10 @@ def _final_state(workdir: pathlib.Path, gan: str):
     import jax
 
     from xraygan_jax import runs
-    from xraygan_jax.train import gan_loop, sharding
+    from xraygan_jax.train import setup, sharding
 
     run = runs.Run(workdir)
-    abstract, _ = gan_loop.abstract_state(
+    abstract, _ = setup.abstract_state(
         run.load_config(), len(run.class_names), sharding.make_mesh()
     )
     checkpoints = run.checkpointer(gan)

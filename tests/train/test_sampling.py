@@ -5,14 +5,14 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
-from xraygan_jax.train import gan_loop, sampling
+from xraygan_jax.train import sampling, setup
 
 
 @pytest.fixture(scope="module")
 def fresh_state():
     config = test_config.get_config()
     config.train.ema_decay = 0.9
-    return jax.jit(gan_loop.make_init(config, num_classes=2))(jax.random.key(0))
+    return jax.jit(setup.make_init(config, num_classes=2))(jax.random.key(0))
 
 
 @pytest.fixture(scope="module")

@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from experiments.configs import test as test_config
-from xraygan_jax import errors, runs
+from xraygan_jax import errors, gan_loop, runs
 from xraygan_jax.models import gan
-from xraygan_jax.train import gan_loop, losses, sharding, steps
+from xraygan_jax.train import losses, setup, sharding, steps
 
 SIZE = 32
 
@@ -136,7 +136,7 @@ def test_spectral_norm_of_each_weight_is_one_after_power_iterations(kind):
 
 def test_spectral_norm_state_is_part_of_the_training_state():
     config = _model_config(d_norm="none", spectral_norm=True)
-    state = jax.eval_shape(gan_loop.make_init(config, num_classes=2), jax.random.key(0))
+    state = jax.eval_shape(setup.make_init(config, num_classes=2), jax.random.key(0))
     names = {key for entries in state.d_batch_stats.values() for key in entries}
     assert any(name.endswith("/u") for name in names)
     assert any(name.endswith("/sigma") for name in names)
@@ -203,7 +203,7 @@ def _state(ada=False, **model):
     config = _model_config(**model)
     config.train.ada = ada
     config.optim.d_lr = 2e-3
-    return jax.jit(gan_loop.make_init(config, num_classes=2))(jax.random.key(0, impl="rbg"))
+    return jax.jit(setup.make_init(config, num_classes=2))(jax.random.key(0, impl="rbg"))
 
 
 def _real_batch():
@@ -241,7 +241,7 @@ def test_ada_p_survives_stop_and_resume(tmp_path_factory):
 
     def final_state(workdir):
         run = runs.Run(workdir)
-        abstract, _ = gan_loop.abstract_state(run.load_config(), 2, sharding.make_mesh())
+        abstract, _ = setup.abstract_state(run.load_config(), 2, sharding.make_mesh())
         checkpoints = run.checkpointer("conditional")
         state = checkpoints.restore(checkpoints.latest_epoch(), abstract)
         checkpoints.close()

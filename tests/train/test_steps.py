@@ -14,7 +14,7 @@ import pytest
 
 from experiments.configs import test as test_config
 from xraygan_jax.models import gan
-from xraygan_jax.train import gan_loop, losses, optimizers, steps
+from xraygan_jax.train import losses, optimizers, setup, steps
 from xraygan_jax.train import state as state_lib
 
 IMAGE_SIZE = 32
@@ -33,7 +33,7 @@ def _initial_state(kind: str = "dcgan", ema_decay: float = 0.5) -> state_lib.GAN
     config.model.kind = kind
     config.data.image_size = IMAGE_SIZE
     config.train.ema_decay = ema_decay
-    return jax.jit(gan_loop.make_init(config, num_classes=2))(_key(0))
+    return jax.jit(setup.make_init(config, num_classes=2))(_key(0))
 
 
 @functools.cache

@@ -36,7 +36,8 @@ from absl import logging
 
 from xraygan_jax import errors, runs, viz
 from xraygan_jax.data import mixing, pipeline, sources
-from xraygan_jax.metrics import diversity, fid, reference, weights
+from xraygan_jax.metrics import diversity, fid, reference
+from xraygan_jax.pretrained import inception_weights
 from xraygan_jax.train import reporting
 
 SampleFn = Callable[[int, int, int], np.ndarray]
@@ -50,7 +51,9 @@ _FLOOR_SALT = 0xF1004
 @functools.cache
 def extractor_for(weights_path: str = "", resize: str = "tf1") -> fid.InceptionFeatureExtractor:
     """One Inception extractor per (weights, resize mode), compiled once per process."""
-    return fid.InceptionFeatureExtractor(weights.load_params(weights_path or None), resize=resize)
+    return fid.InceptionFeatureExtractor(
+        inception_weights.load_params(weights_path or None), resize=resize
+    )
 
 
 _REFERENCES: dict[tuple, reference.Reference] = {}

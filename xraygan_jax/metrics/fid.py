@@ -25,7 +25,6 @@ The standard definitions, computed so that numbers are comparable with published
 
 import dataclasses
 import os
-import pathlib
 import warnings
 from collections.abc import Iterator
 from typing import Any
@@ -36,7 +35,7 @@ import numpy as np
 import scipy.linalg
 from PIL import Image
 
-from xraygan_jax import compiler
+from xraygan_jax import compiler, files, pixels
 from xraygan_jax.models import inception
 
 FEATURE_DIM = inception.FEATURE_DIM
@@ -118,13 +117,6 @@ def check_resize_mode(resize: str) -> str:
     return resize
 
 
-def _quantize_on_host(images: np.ndarray) -> np.ndarray:
-    """`inception.quantize_to_uint8_values` in NumPy, for the resize that runs on the host."""
-    if images.dtype == np.uint8:
-        return images
-    return np.floor(np.clip(images.astype(np.float32) * 127.5 + 128.0, 0.0, 255.0))
-
-
 def _resize_clean(images: np.ndarray, size: int) -> np.ndarray:
     """clean-fid's resize: every channel as a float32 Pillow image (mode "F"), bicubic.
 
@@ -161,7 +153,7 @@ def resize_images(
 
     Args:
       images: [N, H, W, C] holding values 0..255 (uint8, or float holding integers as
-        `inception.quantize_to_uint8_values` returns).
+        `pixels.quantize` returns).
       resize: one of `RESIZE_MODES`.
       size: output height and width.
 
@@ -219,7 +211,7 @@ def _network_features(variables: Any, images: jax.Array) -> jax.Array:
 def _preprocess(images: jax.Array, *, resize: str = "tf1") -> jax.Array:
     """Quantisation, resize and normalisation on the device ("tf1", "pytorch_fid")."""
     if images.dtype != jnp.uint8:
-        images = inception.quantize_to_uint8_values(images)
+        images = pixels.quantize(images)
     return normalize_resized(resize_images(images, resize), resize)
 
 
@@ -241,7 +233,7 @@ class InceptionFeatureExtractor:
     a time, while the device computes the batches already queued.
 
     Attributes:
-      variables: FIDInception variables (`xraygan_jax.metrics.weights.load_params()`).
+      variables: FIDInception variables (`xraygan_jax.pretrained.inception_weights.load_params()`).
       batch_size: images per network call.
       resize: the resize mode, one of `RESIZE_MODES`; record it with every result, since FIDs
         of different modes are not comparable.
@@ -251,7 +243,7 @@ class InceptionFeatureExtractor:
         """Builds the extractor.
 
         Args:
-          variables: FIDInception variables, e.g. `weights.load_params()`.
+          variables: FIDInception variables, e.g. `pretrained.inception_weights.load_params()`.
           batch_size: images per network call; None picks 4 on CPU, where small batches are
             fastest (a large batch's 299x299 activations overflow the caches: 26.5 images/s
             at batch 4 against 23.6 at batch 48 on two cores;
@@ -280,7 +272,7 @@ class InceptionFeatureExtractor:
             valid = batch.shape[0]
             if self.resize == "clean":
                 # Resized before padding, so that Pillow never resizes the padding.
-                batch = _resize_clean(_quantize_on_host(batch), inception.INPUT_SIZE)
+                batch = _resize_clean(pixels.quantize(batch), inception.INPUT_SIZE)
             yield _pad_batch(batch, self.batch_size), valid
 
     def __call__(self, images: Any) -> np.ndarray:
@@ -389,7 +381,7 @@ class FeatureStats:
 
     def save(self, path: str | os.PathLike) -> None:
         """Writes `mu`, `sigma` (pytorch-fid's names) and `count` to an .npz, atomically."""
-        save_npz(path, mu=self.mean, sigma=self.cov, count=np.int64(self.count))
+        files.save_npz(path, mu=self.mean, sigma=self.cov, count=np.int64(self.count))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "FeatureStats":
@@ -410,17 +402,6 @@ class FeatureStats:
         stats._mean = np.asarray(mean, np.float64).copy()
         stats._scatter = np.asarray(cov, np.float64) * max(count - 1, 0)
         return stats
-
-
-def save_npz(path: str | os.PathLike, **arrays: np.ndarray) -> None:
-    """Writes arrays to an uncompressed .npz, atomically (aside, then renamed into place)."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # An interrupted write then never leaves a half-written file under the final name.
-    partial = path.with_name(f"{path.name}.partial-{os.getpid()}")
-    with open(partial, "wb") as file:
-        np.savez(file, **arrays)
-    os.replace(partial, path)
 
 
 def frechet_distance_from_moments(

@@ -8,7 +8,7 @@ the modes existed keep their names. A file records what it was computed with (th
 weights' SHA-1 and the preprocessing version); one computed differently is recomputed, not
 reused, and an extractor whose resize mode differs from the key's is refused.
 
-    extractor = fid.InceptionFeatureExtractor(weights.load_params(), resize="tf1")
+    extractor = fid.InceptionFeatureExtractor(inception_weights.load_params(), resize="tf1")
     key = reference.ReferenceKey(
         "cxr_phantom", "test", "NORMAL", 64, fingerprint="seed=0 ...", resize=extractor.resize
     )
@@ -28,7 +28,9 @@ from typing import Any
 import numpy as np
 from absl import logging
 
-from xraygan_jax.metrics import fid, weights
+from xraygan_jax import files
+from xraygan_jax.metrics import fid
+from xraygan_jax.pretrained import inception_weights
 
 # Bump when the features of the same images would change (network, resize, quantisation). This
 # is the "tf1" mode's version; it predates the other modes and keeps its value, so that files
@@ -53,7 +55,7 @@ def preprocessing_version(resize: str = _DEFAULT_RESIZE) -> str:
 
 def reference_dir() -> pathlib.Path:
     """`$XRAYGAN_CACHE/fid_reference` (`$XRAYGAN_CACHE` defaults to ~/.cache/xraygan_jax)."""
-    return weights.cache_root() / "fid_reference"
+    return inception_weights.cache_root() / "fid_reference"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,13 +118,13 @@ def save(reference: Reference, path: str | os.PathLike) -> None:
         "sigma": reference.stats.cov,
         "count": np.int64(reference.stats.count),
         "preprocessing": np.array(preprocessing_version(reference.key.resize)),
-        "weights_sha1": np.array(weights.SOURCE_SHA1),
+        "weights_sha1": np.array(inception_weights.SOURCE_SHA1),
     }
     for field in dataclasses.fields(ReferenceKey):
         arrays[f"key_{field.name}"] = np.array(getattr(reference.key, field.name))
     if reference.features is not None:
         arrays["features"] = reference.features.astype(np.float32)
-    fid.save_npz(path, **arrays)
+    files.save_npz(path, **arrays)
 
 
 def load(path: str | os.PathLike) -> Reference:
@@ -141,7 +143,7 @@ def load(path: str | os.PathLike) -> Reference:
                 f"{path} lacks {sorted(needed - names)}; not written by reference.save"
             )
         resize = str(archive["key_resize"]) if "key_resize" in names else _DEFAULT_RESIZE
-        expected = (preprocessing_version(resize), weights.SOURCE_SHA1)
+        expected = (preprocessing_version(resize), inception_weights.SOURCE_SHA1)
         made_with = (str(archive["preprocessing"]), str(archive["weights_sha1"]))
         if made_with != expected:
             raise ValueError(

@@ -23,11 +23,11 @@ The networks (`make_classifier` builds one from a config):
   state dict (`layer1_0/conv1` is `layer1.0.conv1`) so that `resnet_weights` maps ImageNet weights
   one to one; the 1000-class `fc` is replaced by our head (dropout, dense to one logit).
 - `InceptionTransfer`: the FID Inception-v3 (`inception.py`, weights from
-  `xraygan_jax.metrics.weights.load_params`) as a backbone, its 2048-d pool features fed to the
-  second report's head: BatchNorm, Dense(`head_features`) + ReLU, Dropout, Dense(1). The backbone
-  is frozen (`trainable="head"`), fine-tuned in its last two blocks `mixed_9` and `mixed_10`
-  (`"last_blocks"`), or fully (`"all"`); `param_labels` / `trainable_mask` keep the frozen
-  parameters out of the optimiser.
+  `xraygan_jax.pretrained.inception_weights.load_params`) as a backbone, its 2048-d pool features
+  fed to the second report's head: BatchNorm, Dense(`head_features`) + ReLU, Dropout, Dense(1).
+  The backbone is frozen (`trainable="head"`), fine-tuned in its last two blocks `mixed_9` and
+  `mixed_10` (`"last_blocks"`), or fully (`"all"`); `param_labels` / `trainable_mask` keep the
+  frozen parameters out of the optimiser.
 
 BatchNorm follows PyTorch's defaults: momentum 0.9 in Flax's convention (PyTorch's 0.1) and
 epsilon 1e-5. Flax's running variance is the biased batch variance, PyTorch's the unbiased one
@@ -472,7 +472,8 @@ def init_from_fid_inception(variables: dict[str, Any], fid_variables: dict[str, 
     Args:
       variables: the model's variables, `{"params": ..., "batch_stats": ...}` (from
         `init_variables`); the head is kept.
-      fid_variables: `xraygan_jax.metrics.weights.load_params()` (FIDInception variables).
+      fid_variables: `xraygan_jax.pretrained.inception_weights.load_params()` (FIDInception
+        variables).
 
     Returns:
       A copy of `variables` whose `params/backbone` and `batch_stats/backbone` are the FID ones.
@@ -492,7 +493,8 @@ def init_from_fid_inception(variables: dict[str, Any], fid_variables: dict[str, 
         if wrong:
             raise ValueError(
                 f"the FID Inception {collection} do not fit the backbone (missing, extra or "
-                f"misshapen: {wrong[:5]}); pass xraygan_jax.metrics.weights.load_params()"
+                f"misshapen: {wrong[:5]}); pass "
+                "xraygan_jax.pretrained.inception_weights.load_params()"
             )
         new_variables[collection]["backbone"] = jax.tree.map(
             lambda value, like: jnp.asarray(value, like.dtype),
@@ -590,7 +592,7 @@ def make_classifier(config: ml_collections.ConfigDict, *, axis_name: str | None 
     Pretrained weights are loaded by the caller, after `init_variables`: for resnet*,
     `resnet_weights.load_torchvision_resnet(path, variables, depth=...)` with a torchvision
     ImageNet `.pth`; for inception_transfer, `init_from_fid_inception(variables,
-    xraygan_jax.metrics.weights.load_params())`.
+    xraygan_jax.pretrained.inception_weights.load_params())`.
 
     Args:
       config: the model config.

@@ -10,10 +10,11 @@ and preprocessing, so both follow the standard (TTUR / pytorch-fid / NVIDIA) to 
   8x8x2048 map;
 - images enter as uint8, are resized to 299x299 with TF1's bilinear resize (no half-pixel centres,
   no antialiasing), mapped by (x - 128) / 128, and grayscale is repeated to three channels;
-  generator output in [-1, 1] is first quantised to uint8 as NVIDIA's metrics do.
+  generator output in [-1, 1] is first quantised to uint8 as NVIDIA's metrics do
+  (`pixels.quantize`).
 
 Layer names mirror the TorchScript file's (`mixed_4`, `tower_1_conv_2`, ...), so that
-`xraygan_jax.metrics.weights` maps its 376 tensors one to one.
+`xraygan_jax.pretrained.inception_weights` maps its 376 tensors one to one.
 """
 
 import flax.linen as nn
@@ -227,8 +228,8 @@ class InceptionE(nn.Module):
 class FIDInception(nn.Module):
     """The FID Inception-v3 up to its 2048-d pool features.
 
-    Call with variables from `xraygan_jax.metrics.weights.load_params()` on images already
-    preprocessed by `preprocess` (float32, NHWC, 299x299x3, values (x - 128) / 128).
+    Call with variables from `xraygan_jax.pretrained.inception_weights.load_params()` on images
+    already preprocessed by `preprocess` (float32, NHWC, 299x299x3, values (x - 128) / 128).
     """
 
     @nn.compact
@@ -304,21 +305,12 @@ def resize_bilinear_tf1(images: jax.Array, size: int = INPUT_SIZE) -> jax.Array:
     return rows_top + (rows_bottom - rows_top) * y_lerp
 
 
-def quantize_to_uint8_values(images: jax.Array) -> jax.Array:
-    """Quantises generator output in [-1, 1] to uint8 values as NVIDIA's metrics do.
-
-    `clip(x * 127.5 + 128, 0, 255)` truncated to an integer (stylegan2-ada `metric_utils`).
-    Returned as float32 holding integers 0..255, ready for `preprocess`.
-    """
-    return jnp.floor(jnp.clip(images.astype(jnp.float32) * 127.5 + 128.0, 0.0, 255.0))
-
-
 def preprocess(images: jax.Array) -> jax.Array:
     """The standard FID input pipeline: uint8 NHWC (1 or 3 channels, any size) -> network input.
 
     Args:
       images: [N, H, W, C] holding integer values 0..255 (uint8, or float after
-        `quantize_to_uint8_values`), C = 1 (grayscale, repeated) or 3 (RGB).
+        `pixels.quantize`), C = 1 (grayscale, repeated) or 3 (RGB).
 
     Returns:
       float32 [N, 299, 299, 3] with values (x - 128) / 128.

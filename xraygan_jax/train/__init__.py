@@ -1,4 +1,7 @@
-"""train: GAN state, losses, optimisers, pure jit steps, sharding, checkpointing, loops.
+"""train: states, losses, optimisers, pure jit steps, sharding, checkpointing, setup.
+
+The GAN training loop, which also writes the run folder and evaluates, sits above this package
+(`xraygan_jax.gan_loop`); `setup` builds the models and states it trains.
 
 The pure steps are re-exported here for use from other code:
 

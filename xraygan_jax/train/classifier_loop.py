@@ -22,9 +22,7 @@ The kept weights are saved with orbax in `workdir` (one checkpoint, numbered by 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
-import threading
 import time
 import warnings
 from typing import Any
@@ -33,17 +31,16 @@ import jax
 import ml_collections
 import numpy as np
 
-from xraygan_jax import compiler, errors
+from xraygan_jax import errors
 from xraygan_jax.data import pipeline
-from xraygan_jax.metrics import classification, weights
+from xraygan_jax.metrics import classification
 from xraygan_jax.models import classifier as classifier_lib
-from xraygan_jax.models import resnet_weights
 from xraygan_jax.train import (
     augment,
     checkpointing,
-    classifier_steps,
     optimizers,
     reporting,
+    setup,
     sharding,
 )
 
@@ -123,108 +120,12 @@ def _class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
     return np.where(counts > 0, labels.size / (num_classes * np.maximum(counts, 1)), 0.0)
 
 
-@dataclasses.dataclass(frozen=True)
-class _Setup:
-    """Model, optimiser and jitted steps shared by every classifier of one config and image size.
-
-    Built once: the state's model and optimiser are static parts of its pytree, so reusing the
-    same objects lets every arm and seed reuse one compilation.
-    """
-
-    model: Any
-    tx: Any
-    train_step: Any
-    eval_step: Any
-    create_state: Any
-
-
-_SETUPS: dict[tuple, _Setup] = {}
-_SETUPS_LOCK = threading.Lock()  # classifiers trained in threads build each setup once
-
-
-def _setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
-    key = (
-        config.model.to_json(),
-        config.optim.to_json(),
-        config.augment.to_json(),
-        int(config.train.num_steps),  # the learning-rate schedule's length
-        image_size,
-        tuple(mesh.devices.flat),
-    )
-    with _SETUPS_LOCK:
-        if key not in _SETUPS:
-            _SETUPS[key] = _new_setup(config, image_size, mesh)
-        return _SETUPS[key]
-
-
-def _new_setup(config: ml_collections.ConfigDict, image_size: int, mesh) -> _Setup:
-    """A _Setup built from scratch (`_setup` caches them)."""
-    model = classifier_lib.make_classifier(config.model)
-    mask = None
-    if config.model.kind == "inception_transfer":
-        abstract = jax.eval_shape(
-            lambda k: classifier_lib.init_variables(model, k, image_size=image_size),
-            jax.random.key(0),
-        )
-        mask = classifier_lib.trainable_mask(abstract["params"], config.model.trainable)
-    tx = optimizers.make_classifier_optimizer(
-        config.optim, mask, num_steps=int(config.train.num_steps)
-    )
-    replicated = sharding.replicated(mesh)
-    train_step = compiler.jit(
-        functools.partial(
-            classifier_steps.classifier_train_step,
-            augment_fn=augment.make_augment(config.augment),
-        ),
-        in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
-        out_shardings=(replicated, replicated),
-        donate_argnums=0,
-        reduce_fusion=True,
-    )
-    # Jitted: run eagerly, the state's creation (a second model.init, whose weights are
-    # discarded when given, and the optimiser's init) cost about a second per classifier.
-    create_state = jax.jit(
-        functools.partial(
-            classifier_steps.create_classifier_state, model, tx, image_size=image_size
-        )
-    )
-    return _Setup(model, tx, train_step, _EVAL_STEP(), create_state)
-
-
-def initial_variables(config: ml_collections.ConfigDict, key: jax.Array, image_size: int):
-    """Initial {"params", "batch_stats"}, with pretrained weights where the config names them."""
-    model = classifier_lib.make_classifier(config.model)
-    variables = classifier_lib.init_variables(model, key, image_size=image_size)
-    if config.model.kind == "inception_transfer":
-        variables = classifier_lib.init_from_fid_inception(
-            variables, weights.load_params(config.model.get("weights_path", "") or None)
-        )
-    elif config.model.get("pretrained_path", ""):
-        variables = resnet_weights.load_torchvision_resnet(
-            config.model.pretrained_path, variables, depth=int(config.model.kind[len("resnet") :])
-        )
-    return variables
-
-
-def initial_state(
-    config: ml_collections.ConfigDict, setup: _Setup, key: jax.Array, image_size: int
-):
-    """The ClassifierState a seed's training starts from: `initial_variables` under
-    fold_in(key, 0), the state's own randomness under fold_in(key, 1)."""
-    variables = initial_variables(config, jax.random.fold_in(key, 0), image_size)
-    return setup.create_state(
-        jax.random.fold_in(key, 1),
-        params=variables["params"],
-        batch_stats=variables["batch_stats"],
-    )
-
-
 def predict(state, images: np.ndarray, *, batch_size: int = _EVAL_BATCH) -> np.ndarray:
     """Probabilities of class 1 for uint8 [N, S, S, 1] images (eval mode), float64 [N].
 
     Every batch is padded to `batch_size`, so one compilation serves every set.
     """
-    eval_step = _EVAL_STEP()
+    eval_step = setup.classifier_eval_step()
     outputs = []
     for start in range(0, len(images), batch_size):
         chunk = images[start : start + batch_size]
@@ -238,11 +139,6 @@ def predict(state, images: np.ndarray, *, batch_size: int = _EVAL_BATCH) -> np.n
         }
         outputs.append(np.asarray(eval_step(state, batch)["probabilities"])[:valid])
     return np.concatenate(outputs).astype(np.float64)
-
-
-@functools.cache
-def _EVAL_STEP():  # noqa: N802 - a cached constant
-    return compiler.jit(classifier_steps.eval_step, reduce_fusion=True)
 
 
 def _validation_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
@@ -361,10 +257,10 @@ def train_classifier(
     sharding.check_batch_divisible(batch_size, mesh.size)
     image_size = train_set.images.shape[1]
     key = jax.random.key(seed)
-    setup = _setup(config, image_size, mesh)
-    state = initial_state(config, setup, key, image_size)
+    built = setup.classifier_setup(config, image_size, mesh)
+    state = setup.classifier_state(config, built, key, image_size)
     state = jax.device_put(state, sharding.replicated(mesh))
-    train_step = setup.train_step
+    train_step = built.train_step
 
     balance = config.train.class_balance
     dataset = pipeline.make_dataset(

@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xraygan_jax import compiler, viz
+from xraygan_jax import compiler, pixels
 
 BATCH_STATS_MODES = ("running", "batch")
 # Stream of the keys that draw the latents of evaluation / generation samples.
@@ -184,7 +184,7 @@ def sample_images(
         count = min(batch_size, num - start)
         z = jax.random.normal(jax.random.fold_in(key, start), (count, state.nz), jnp.float32)
         labels = np.full((count,), label, np.int32)
-        yield viz.to_uint8(np.asarray(jax.device_get(generate_fn(state, z, labels))))
+        yield pixels.to_uint8(np.asarray(jax.device_get(generate_fn(state, z, labels))))
 
 
 def make_sample_fn(

@@ -1,6 +1,6 @@
 """torchvision ResNet state dicts (`.pth`, e.g. the ImageNet weights) into `classifier.ResNet`.
 
-The file is read without torch by `xraygan_jax.metrics.torch_free_reader.read_state_dict`, which
+The file is read without torch by `xraygan_jax.pretrained.torch_free_reader.read_state_dict`, which
 refuses any pickle global other than the few a state dict uses, so an untrusted file runs no code.
 torchvision's names map one to one onto the Flax tree:
 
@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from xraygan_jax import errors
-from xraygan_jax.metrics import torch_free_reader
 from xraygan_jax.models import classifier
+from xraygan_jax.pretrained import torch_free_reader
 
 # torch BatchNorm name -> (collection, Flax name).
 _BATCH_NORM = {

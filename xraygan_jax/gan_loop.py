@@ -1,5 +1,9 @@
 """The GAN training loop: `train_and_evaluate(config, workdir)`.
 
+An orchestrator, beside the study and the report: it drives `train/` (states built by
+`train.setup`, the pure steps, checkpoints), writes the run folder through `runs` and scores
+checkpoints with `evaluators`, so it sits above all three (the import contracts in pyproject.toml).
+
 What a run leaves in `workdir` is described in `xraygan_jax.runs` (the one module that knows
 the layout): config.json, checkpoints/<gan>/<epoch>/, samples/<class>/epoch_XXXX.png,
 plots/losses_<gan>.png, metrics.jsonl, eval.jsonl, summary.md, and tensorboard/<gan>/: the
@@ -46,14 +50,13 @@ from xraygan_jax.models import gan
 from xraygan_jax.train import (
     checkpointing,
     multihost,
-    optimizers,
     reporting,
     sampling,
+    setup,
     sharding,
     steps,
     tensorboard_events,
 )
-from xraygan_jax.train import state as state_lib
 
 JOINT_GAN_NAME = runs.JOINT_GAN_NAME
 
@@ -72,46 +75,6 @@ class GANResult:
     final_metrics: dict[str, float]
     sample_grids: list[str]
     loss_plot: str | None
-
-
-def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.partial:
-    """`key -> GANState` for a config: its models, optimisers, image size, nz and EMA decay.
-
-    Example:
-        state = jax.jit(gan_loop.make_init(config, num_classes=2))(jax.random.key(0))
-    """
-    generator, discriminator = gan.make_gan(
-        config.model,
-        image_size=config.data.image_size,
-        num_classes=num_classes,
-        dtype=gan.compute_dtype(config.train.get("compute_dtype", "float32")),
-    )
-    return functools.partial(
-        state_lib.create_gan_state,
-        generator,
-        discriminator,
-        optimizers.make_optimizer(config.optim, "g"),
-        optimizers.make_optimizer(config.optim, "d"),
-        image_size=config.data.image_size,
-        nz=config.model.nz,
-        ema_decay=config.train.ema_decay,
-        ada=bool(config.train.get("ada", False)),
-    )
-
-
-def abstract_state(config: ml_collections.ConfigDict, num_classes: int, mesh: jax.sharding.Mesh):
-    """Returns (abstract state with replicated shardings, jitted init `key -> state`).
-
-    The state is built shape-first (`jax.eval_shape`), then materialised directly replicated on
-    the mesh by a jitted init, never on one device first (big_vision's pattern).
-    """
-    init = make_init(config, num_classes)
-    replicated = sharding.replicated(mesh)
-    abstract = jax.eval_shape(init, jax.random.key(0))
-    abstract = jax.tree.map(
-        lambda leaf: jax.ShapeDtypeStruct(leaf.shape, leaf.dtype, sharding=replicated), abstract
-    )
-    return abstract, jax.jit(init, out_shardings=replicated)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,7 +99,7 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     multihost.check_same_config(config)
     check_model_options(config)
     try:
-        gan.compute_dtype(config.train.get("compute_dtype", "float32"))
+        setup.compute_dtype(config)
     except ValueError as error:
         raise errors.ConfigError(str(error)) from error
     try:
@@ -278,7 +241,7 @@ class _Compiled:
     """The jitted functions of a run, shared by all its GANs (one compilation per run)."""
 
     def __init__(self, config: ml_collections.ConfigDict, num_classes: int, mesh):
-        self.abstract_state, self.init = abstract_state(config, num_classes, mesh)
+        self.abstract_state, self.init = setup.abstract_state(config, num_classes, mesh)
         replicated = sharding.replicated(mesh)
         self.options = steps.StepOptions.from_config(config.train)
         self._shardings = dict(

