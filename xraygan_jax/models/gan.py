@@ -497,15 +497,15 @@ _MAX_WIDTH_FACTOR = 16
 
 
 def _upsample_nearest(x: jax.Array) -> jax.Array:
-    """(B, H, W, C) -> (B, 2H, 2W, C), each pixel repeated 2x2: a broadcast, whose gradient is a
-    sum XLA fuses (no transposed convolution, no gather)."""
+    """(B, H, W, C) -> (B, 2H, 2W, C), each pixel repeated 2x2: a broadcast (its gradient a sum
+    over each 2x2 block), not a transposed convolution."""
     batch, height, width, channels = x.shape
     x = jnp.broadcast_to(x[:, :, None, :, None, :], (batch, height, 2, width, 2, channels))
     return x.reshape(batch, 2 * height, 2 * width, channels)
 
 
 def _average_pool(x: jax.Array) -> jax.Array:
-    """2x2 average pooling, stride 2, as a reshape and a mean (XLA fuses it into one loop)."""
+    """2x2 average pooling, stride 2, as a reshape and a mean (no strided window)."""
     batch, height, width, channels = x.shape
     x = x.reshape(batch, height // 2, 2, width // 2, 2, channels)
     return jnp.mean(x, axis=(2, 4))
