@@ -399,6 +399,7 @@ def _sngan_forward(image_size: int = 32) -> dict:
     return forward(_key(0))
 
 
+@pytest.mark.slow  # _sngan_forward compiles two inits and four passes: 15-110 s on 2 cores
 def test_sngan_outputs_have_shape_and_range():
     outputs = _sngan_forward()
     for images in (outputs["images"], outputs["conditioned_images"]):
@@ -409,6 +410,7 @@ def test_sngan_outputs_have_shape_and_range():
     assert bool(jnp.all(jnp.isfinite(outputs["logits"])))
 
 
+@pytest.mark.slow  # _sngan_forward compiles two inits and four passes: 15-110 s on 2 cores
 def test_sngan_generator_sees_the_label_through_conditional_batch_norm_only():
     outputs = _sngan_forward()
     # At initialisation every class has scale 1 and shift 0: the label changes nothing...
@@ -419,6 +421,7 @@ def test_sngan_generator_sees_the_label_through_conditional_batch_norm_only():
     assert float(jnp.max(jnp.abs(images[2] - images[3]))) > 1e-2
 
 
+@pytest.mark.slow  # _sngan_forward compiles two inits and four passes: 15-110 s on 2 cores
 def test_sngan_discriminator_sees_the_label_through_the_projection():
     outputs = _sngan_forward()
     logits, unprojected = outputs["logits"], outputs["unprojected_logits"]
