@@ -166,17 +166,15 @@ def check_model_options(config: ml_collections.ConfigDict) -> None:
     """Model options that cannot work together (docs/small_data.md), before the models are built.
 
     Raises:
-      errors.ConfigError: naming the flags, e.g. spectral norm with BatchNorm in D, WGAN-GP with
-        BatchNorm in D, or an ACGAN discriminator in a per-class GAN.
+      errors.ConfigError: naming the flags, e.g. an unknown model kind, spectral norm with
+        BatchNorm in D, a label plane or a D normalisation in sngan, WGAN-GP with BatchNorm in
+        D, or an ACGAN discriminator in a per-class GAN.
     """
     model, train = config.model, config.train
-    if model.kind == "dcgan":
-        try:
-            gan.check_discriminator_options(
-                model.get("d_norm", "batch"), bool(model.get("spectral_norm", False))
-            )
-        except ValueError as error:
-            raise errors.ConfigError(str(error)) from error
+    try:
+        gan.check_model_options(model)
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from error
     uses_batch_norm = model.kind == "dcgan" and model.get("d_norm", "batch") == "batch"
     if train.get("loss", "bce") == "wgan_gp" and uses_batch_norm:
         raise errors.ConfigError(

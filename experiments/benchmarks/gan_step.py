@@ -20,8 +20,17 @@ Without torch installed it times the JAX side alone. Mixed precision (config.tra
 beside float32, JAX only:
 
     python -m experiments.benchmarks.gan_step --torch=false --jax_compute_dtypes=float32,bfloat16
+
+The SN-ResNet cGAN (`model.kind` "sngan", experiments/configs/sngan.py: its widths, hinge loss,
+two D updates per step, DiffAugment) has a row of its own at the same batch and image size, in
+float32; `--sngan=false` leaves it out. It is another model, so its ratio to PyTorch eager's
+DC-cGAN step is a cost, not a speed-up; the line below the table gives its step time against the
+DC-cGAN's.
+
+    python -m experiments.benchmarks.gan_step --torch=false --rounds=2
 """
 
+import functools
 import statistics
 
 import jax
@@ -31,6 +40,7 @@ from absl import app, flags
 
 from experiments.benchmarks import processes
 from experiments.configs import dcgan as dcgan_config
+from experiments.configs import sngan as sngan_config
 from xraygan_jax import compiler
 from xraygan_jax.models import gan
 from xraygan_jax.train import setup, steps
@@ -47,6 +57,8 @@ _JAX_COMPUTE_DTYPES = flags.DEFINE_list(
     ["float32"],
     "config.train.compute_dtype values to time the JAX step with, each in its own process.",
 )
+_SNGAN = flags.DEFINE_bool("sngan", True, "Also time the SN-ResNet cGAN (configs/sngan.py).")
+SNGAN_NAME = "JAX sngan (SN-ResNet)"
 
 NUM_CLASSES = 2
 
@@ -63,7 +75,10 @@ def _jax_side(config, batch_size: int, image_size: int, compute_dtype: str = "fl
         ),
         "label": jnp.asarray(rng.integers(0, NUM_CLASSES, batch_size), jnp.int32),
     }
-    train_step = compiler.jit(steps.gan_train_step, donate_argnums=0)
+    options = steps.StepOptions.from_config(config.train)
+    train_step = compiler.jit(
+        functools.partial(steps.gan_train_step, options=options), donate_argnums=0
+    )
     base_key = jax.random.key(1)
     # A copy to donate; initial_state stays for the parity check.
     holder = {"state": jax.tree.map(jnp.copy, initial_state), "step": 0}
@@ -231,6 +246,12 @@ def _jax_runner(batch_size: int, image_size: int, compute_dtype: str = "float32"
     return run_step
 
 
+def _sngan_runner(batch_size: int, image_size: int):
+    """Builds the SN-ResNet cGAN's step (its config's step options) in this process."""
+    _, _, run_step = _jax_side(sngan_config.get_config(), batch_size, image_size)
+    return run_step
+
+
 def _jax_name(compute_dtype: str) -> str:
     return "JAX (xraygan_jax, jit)" if compute_dtype == "float32" else f"JAX {compute_dtype}"
 
@@ -294,6 +315,8 @@ def main(argv):
         _jax_name(compute_dtype): (_jax_runner, (batch_size, image_size, compute_dtype))
         for compute_dtype in _JAX_COMPUTE_DTYPES.value
     }
+    if _SNGAN.value:
+        factories[SNGAN_NAME] = (_sngan_runner, (batch_size, image_size))
     if torch_weights is not None:
         for name, compile_modules in (("PyTorch eager", False), ("PyTorch torch.compile", True)):
             if compile_modules and not _TORCH_COMPILE.value:
@@ -320,6 +343,15 @@ def main(argv):
         "each implementation in its own process)"
     )
     float32 = medians.get(_jax_name("float32"))
+    if SNGAN_NAME in medians and float32:
+        sngan = sngan_config.get_config()
+        seconds = medians[SNGAN_NAME]
+        print(
+            f"sngan (ngf {sngan.model.ngf}, ndf {sngan.model.ndf}, "
+            f"{sngan.train.d_updates_per_step} D updates, {sngan.train.loss}, DiffAugment "
+            f"{sngan.train.diffaugment!r}) against the DC-cGAN: {1000 * seconds:.0f} against "
+            f"{1000 * float32:.0f} ms/step, {seconds / float32:.2f}x its time"
+        )
     for compute_dtype in _JAX_COMPUTE_DTYPES.value:
         if compute_dtype != "float32" and float32:
             seconds = medians[_jax_name(compute_dtype)]

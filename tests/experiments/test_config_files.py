@@ -5,7 +5,7 @@ import pathlib
 
 import pytest
 
-from xraygan_jax import gan_loop, sweep
+from xraygan_jax import errors, gan_loop, sweep
 
 CONFIGS = sorted(
     path.stem
@@ -46,3 +46,19 @@ def test_the_small_data_config_is_the_comparisons_best_arm():
         "acgan",
         1.0,
     )
+
+
+def test_the_sngan_config_is_refused_with_the_dc_cgans_options():
+    """sngan.py's design with dcgan.py's label plane or BatchNorm in D: a ConfigError before
+    anything is built, naming the flags."""
+    for field, value, flag in (
+        ("conditioning", "plane", "--config.model.conditioning=plane"),
+        ("d_norm", "batch", "--config.model.d_norm=batch"),
+    ):
+        config = importlib.import_module("experiments.configs.sngan").get_config()
+        config.model[field] = value
+        with pytest.raises(errors.ConfigError, match=f"{flag} cannot be used with "):
+            gan_loop.check_model_options(config)
+    config.model.kind = "stylegan"
+    with pytest.raises(errors.ConfigError, match="use one of: dcgan, fcgan, sngan"):
+        gan_loop.check_model_options(config)

@@ -2,6 +2,7 @@
 
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,6 +10,8 @@ import pytest
 
 from experiments.configs import dcgan as dcgan_config
 from experiments.configs import fcgan as fcgan_config
+from experiments.configs import sngan as sngan_config
+from experiments.configs import sngan_test as sngan_test_config
 from experiments.configs import test as test_config
 from xraygan_jax.models import gan
 
@@ -281,7 +284,9 @@ def test_unsupported_image_size_is_refused():
 def test_unknown_kind_is_refused():
     config = _tiny_model_config(kind="resgan")
     with pytest.raises(
-        ValueError, match="model kind 'resgan' is unknown; use one of: dcgan, fcgan"
+        ValueError,
+        match=r"model kind 'resgan' is unknown; use one of: dcgan, fcgan, sngan "
+        r"\(--config.model.kind\)",
     ):
         gan.make_gan(config, image_size=32, num_classes=2)
 
@@ -292,3 +297,197 @@ def test_unknown_conditioning_is_refused():
         ValueError, match="conditioning 'concat' is unknown; use one of: plane, projection"
     ):
         gan.make_gan(config, image_size=32, num_classes=2)
+
+
+# The SN-ResNet cGAN (kind "sngan").
+
+
+def _sngan_model_config(**fields):
+    config = sngan_test_config.get_config().model
+    for name, value in fields.items():
+        config[name] = value
+    return config
+
+
+def _flat(tree) -> dict:
+    return {"/".join(path): leaf for path, leaf in flax.traverse_util.flatten_dict(tree).items()}
+
+
+def test_sngan_has_sngan_widths_at_64_and_128():
+    """Miyato & Koyama's widths at base 64: G 1024 -> 512 -> ... -> 64 at 64 px (1024 twice at
+    128), D 64 -> 1024, by eval_shape (nothing allocated)."""
+    config = sngan_config.get_config().model
+    config.ngf = config.ndf = 64
+    for image_size, g_widths, d_widths in (
+        (64, [1024, 512, 256, 128, 64], [64, 128, 256, 512, 1024]),
+        (128, [1024, 1024, 512, 256, 128, 64], [64, 128, 256, 512, 1024, 1024]),
+    ):
+        generator, discriminator = gan.make_gan(config, image_size=image_size, num_classes=2)
+        labels = jnp.zeros((1,), jnp.int32)
+        g = _flat(_abstract_variables(generator, jnp.zeros((1, 100)), labels)["params"])
+        images = jnp.zeros((1, image_size, image_size, 1))
+        d = _flat(_abstract_variables(discriminator, images, labels)["params"])
+        assert g["project/kernel"].shape == (100, 16 * g_widths[0])
+        blocks = len(g_widths) - 1
+        assert [g[f"ResidualUpBlock_{i}/Conv_0/kernel"].shape for i in range(blocks)] == [
+            (3, 3, g_widths[i], g_widths[i + 1]) for i in range(blocks)
+        ]
+        assert g["to_image/kernel"].shape == (3, 3, 64, 1)
+        assert [d[f"ResidualDownBlock_{i}/Conv_1/kernel"].shape[-1] for i in range(blocks + 1)] == (
+            d_widths
+        )
+        assert d["label_projection/embedding"].shape == (2, d_widths[-1])
+        # The last block keeps its width at 128 px: an identity shortcut, no 1x1 convolution.
+        assert (f"ResidualDownBlock_{blocks}/shortcut/kernel" in d) == (image_size == 64)
+
+
+@functools.cache
+def _sngan_forward(image_size: int = 32) -> dict:
+    """A tiny sngan G and D initialised and run in train mode in one compilation.
+
+    Latents and real images come in pairs, each once with label 0 and once with label 1.
+    Returns G's images with its initial class-conditional BatchNorm (scale 1, shift 0 for every
+    class) and with random per-class scales and shifts; D's logits, and D's logits with the
+    projection embedding set to zero.
+    """
+    generator, discriminator = gan.make_gan(
+        _sngan_model_config(), image_size=image_size, num_classes=2
+    )
+    labels = jnp.array([0, 1, 0, 1], jnp.int32)
+
+    @jax.jit
+    def forward(key):
+        z_key, image_key, g_key, d_key, embedding_key = jax.random.split(key, 5)
+        z = jnp.repeat(jax.random.normal(z_key, (2, 8)), 2, axis=0)
+        g_variables = generator.init(g_key, z, labels, train=False)
+
+        def generate(params):
+            variables = {**g_variables, "params": params}
+            return generator.apply(variables, z, labels, train=True, mutable=["batch_stats"])[0]
+
+        flat = flax.traverse_util.flatten_dict(g_variables["params"])
+        keys = jax.random.split(embedding_key, len(flat))
+        conditioned = {
+            path: leaf + jax.random.normal(keys[index], leaf.shape)
+            if path[-1] == "embedding"
+            else leaf
+            for index, (path, leaf) in enumerate(flat.items())
+        }
+        real = jnp.repeat(
+            jax.random.uniform(image_key, (2, image_size, image_size, 1), minval=-1.0), 2, axis=0
+        )
+        d_variables = discriminator.init(d_key, real, labels, train=False)
+
+        def logits_of(params):
+            variables = {**d_variables, "params": params}
+            return discriminator.apply(
+                variables, real, labels, train=True, mutable=["batch_stats"]
+            )[0]
+
+        projection = d_variables["params"]["label_projection"]["embedding"]
+        unprojected = {
+            **d_variables["params"],
+            "label_projection": {"embedding": jnp.zeros_like(projection)},
+        }
+        return {
+            "images": generate(g_variables["params"]),
+            "conditioned_images": generate(flax.traverse_util.unflatten_dict(conditioned)),
+            "logits": logits_of(d_variables["params"]),
+            "unprojected_logits": logits_of(unprojected),
+        }
+
+    return forward(_key(0))
+
+
+@pytest.mark.slow  # _sngan_forward compiles two inits and four passes: 15-110 s on 2 cores
+def test_sngan_outputs_have_shape_and_range():
+    outputs = _sngan_forward()
+    for images in (outputs["images"], outputs["conditioned_images"]):
+        assert images.shape == (4, 32, 32, 1) and images.dtype == jnp.float32
+        assert float(jnp.min(images)) >= -1.0 and float(jnp.max(images)) <= 1.0
+        assert float(jnp.std(images)) > 0.05  # train mode: batch statistics, outputs of order one
+    assert outputs["logits"].shape == (4,)
+    assert bool(jnp.all(jnp.isfinite(outputs["logits"])))
+
+
+@pytest.mark.slow  # _sngan_forward compiles two inits and four passes: 15-110 s on 2 cores
+def test_sngan_generator_sees_the_label_through_conditional_batch_norm_only():
+    outputs = _sngan_forward()
+    # At initialisation every class has scale 1 and shift 0: the label changes nothing...
+    np.testing.assert_array_equal(outputs["images"][0], outputs["images"][1])
+    # ...and once the classes' scales and shifts differ, the same z gives different images.
+    images = outputs["conditioned_images"]
+    assert float(jnp.max(jnp.abs(images[0] - images[1]))) > 1e-2
+    assert float(jnp.max(jnp.abs(images[2] - images[3]))) > 1e-2
+
+
+@pytest.mark.slow  # _sngan_forward compiles two inits and four passes: 15-110 s on 2 cores
+def test_sngan_discriminator_sees_the_label_through_the_projection():
+    outputs = _sngan_forward()
+    logits, unprojected = outputs["logits"], outputs["unprojected_logits"]
+    assert abs(float(logits[0] - logits[1])) > 1e-3
+    assert abs(float(logits[2] - logits[3])) > 1e-3
+    # Without the projection term the label is not seen at all.
+    assert bool(jnp.all(jnp.isfinite(unprojected)))
+    assert float(unprojected[0]) == float(unprojected[1])
+    assert float(unprojected[2]) == float(unprojected[3])
+
+
+def test_sngan_in_bfloat16_keeps_float32_params_and_outputs():
+    generator, discriminator = gan.make_gan(
+        _sngan_model_config(), image_size=32, num_classes=2, dtype=jnp.bfloat16
+    )
+    z, labels = jnp.zeros((2, 8)), jnp.array([0, 1], jnp.int32)
+    images = jnp.zeros((2, 32, 32, 1))
+    g_variables = _abstract_variables(generator, z, labels)
+    d_variables = _abstract_variables(discriminator, images, labels)
+    for leaf in jax.tree.leaves((g_variables, d_variables)):
+        assert leaf.dtype == jnp.float32
+    fakes = jax.eval_shape(lambda v: generator.apply(v, z, labels, train=False), g_variables)
+    logits = jax.eval_shape(
+        lambda v: discriminator.apply(v, images, labels, train=False), d_variables
+    )
+    assert fakes.dtype == logits.dtype == jnp.float32
+    jaxpr = jax.make_jaxpr(lambda v: generator.apply(v, z, labels, train=False))(g_variables)
+    convolutions = [e for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
+    assert convolutions and all(e.outvars[0].aval.dtype == jnp.bfloat16 for e in convolutions)
+
+
+def test_sngan_unsupported_image_size_is_refused():
+    with pytest.raises(
+        ValueError,
+        match="image_size 48 is not supported by the sngan architecture; supported: 32, 64, 128",
+    ):
+        gan.make_gan(_sngan_model_config(), image_size=48, num_classes=2)
+
+
+def test_sngan_refuses_the_label_plane():
+    with pytest.raises(
+        ValueError,
+        match=r"--config.model.conditioning=plane cannot be used with --config.model.kind=sngan: "
+        r"its D is conditioned by projection .*set --config.model.conditioning=projection",
+    ):
+        gan.make_gan(_sngan_model_config(conditioning="plane"), image_size=32, num_classes=2)
+
+
+@pytest.mark.parametrize("d_norm", ["batch", "layer"])
+def test_sngan_refuses_a_discriminator_normalisation(d_norm):
+    with pytest.raises(
+        ValueError,
+        match=rf"--config.model.d_norm={d_norm} cannot be used with --config.model.kind=sngan: "
+        r"its D has no normalisation layer .*undoes the Lipschitz bound.*"
+        r"set --config.model.d_norm=none",
+    ):
+        gan.make_gan(_sngan_model_config(d_norm=d_norm), image_size=32, num_classes=2)
+
+
+def test_sngan_takes_an_acgan_head():
+    _, discriminator = gan.make_gan(
+        _sngan_model_config(conditioning="acgan"), image_size=32, num_classes=3
+    )
+    images, labels = jnp.zeros((2, 32, 32, 1)), jnp.array([0, 2], jnp.int32)
+    variables = _abstract_variables(discriminator, images, labels)
+    logits, class_logits = jax.eval_shape(
+        lambda v: discriminator.apply(v, images, labels, train=False), variables
+    )
+    assert logits.shape == (2,) and class_logits.shape == (2, 3)

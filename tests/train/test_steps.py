@@ -4,14 +4,17 @@ Keys are "rbg" keys here: XLA CPU takes seconds to compile each threefry draw of
 every step jit draws z. The default threefry keys are exercised by test_multidevice.py.
 """
 
+import dataclasses
 import functools
 
+import flax
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
 
+from experiments.configs import sngan_test as sngan_test_config
 from experiments.configs import test as test_config
 from xraygan_jax.models import gan
 from xraygan_jax.train import losses, optimizers, setup, steps
@@ -150,6 +153,68 @@ def test_fcgan_step_with_dropout_and_no_discriminator_batch_norm():
     assert all(bool(jnp.isfinite(value)) for value in metrics.values())
     assert _all_leaves_differ(state.d_params, new_state.d_params)
     assert _all_leaves_differ(state.g_batch_stats, new_state.g_batch_stats)
+
+
+@functools.cache
+def _sngan_state() -> state_lib.GANState:
+    """The tiny SN-ResNet cGAN of sngan_test.py (sngan.py's design at 32x32, ngf = ndf = 8)."""
+    config = sngan_test_config.get_config()
+    return jax.jit(setup.make_init(config, num_classes=2))(_key(0))
+
+
+def _sngan_options(**fields) -> steps.StepOptions:
+    """sngan.py's step: hinge, two D updates, DiffAugment translation and cutout."""
+    options = steps.StepOptions.from_config(sngan_test_config.get_config().train)
+    assert (options.loss, options.d_updates_per_step) == ("hinge", 2) and options.diffaugment
+    return dataclasses.replace(options, **fields)
+
+
+def _without(tree, name: str):
+    return {path: leaf for path, leaf in tree.items() if path != name}
+
+
+@pytest.mark.slow  # compiles sngan's init and its two-D-update step: 15-60 s on 2 cores
+def test_sngan_step_with_its_config_changes_every_part():
+    state = _sngan_state()
+    step = jax.jit(functools.partial(steps.gan_train_step, options=_sngan_options()))
+    new_state, metrics = step(state, _batch(), _key(2))
+    assert set(metrics) == METRIC_NAMES
+    for name, value in metrics.items():
+        assert value.shape == () and bool(jnp.isfinite(value)), name
+    assert _adam_count(new_state.d_opt_state) == 2 and _adam_count(new_state.g_opt_state) == 1
+    for part in ("g_params", "g_batch_stats", "ema_g_params"):
+        assert _all_leaves_differ(getattr(state, part), getattr(new_state, part)), part
+    # Every weight of D moves but the logit's bias: while every logit lies inside the hinge's
+    # margin (as at initialisation), its gradient is -1 (real) + 1 (fake) = 0.
+    d_before = flax.traverse_util.flatten_dict(state.d_params, sep="/")
+    d_after = flax.traverse_util.flatten_dict(new_state.d_params, sep="/")
+    assert _all_leaves_differ(_without(d_before, "logit/bias"), _without(d_after, "logit/bias"))
+    # D's "batch_stats" are spectral norm's power-iteration state: every sigma moves, and every
+    # u vector longer than one element (a unit vector of one element is +-1 for good).
+    before = flax.traverse_util.flatten_dict(state.d_batch_stats)
+    after = flax.traverse_util.flatten_dict(new_state.d_batch_stats)
+    assert any(path[-1].endswith("sigma") for path in before)
+    for path, leaf in before.items():
+        if path[-1].endswith("sigma") or leaf.size > 1:
+            assert float(jnp.max(jnp.abs(leaf - after[path]))) > 0, path
+
+
+def test_sngan_discriminator_updates_lower_its_hinge_loss_on_a_fixed_batch():
+    """Four D updates on one real batch and the same fakes (same key): the loss before each
+    update falls, and by more than noise. Adam at lr 1e-3 so that four steps move it clearly."""
+    options = _sngan_options(diffaugment="")
+    d_step = jax.jit(functools.partial(steps.discriminator_step, options=options))
+    config = sngan_test_config.get_config()
+    config.optim.d_lr = 1e-3
+    d_tx = optimizers.make_optimizer(config.optim, "d")
+    state = _sngan_state()
+    state = state.replace(d_tx=d_tx, d_opt_state=d_tx.init(state.d_params))
+    losses_seen = []
+    for _ in range(4):
+        state, metrics = d_step(state, _batch(), _key(2))
+        losses_seen.append(float(metrics["loss/d"]))  # before this update
+    assert all(b < a for a, b in zip(losses_seen[:-1], losses_seen[1:], strict=True)), losses_seen
+    assert losses_seen[-1] < losses_seen[0] - 0.05, losses_seen
 
 
 def test_create_gan_state_is_shape_only_under_eval_shape():

@@ -51,7 +51,43 @@ Discriminator options for small sets (config.model):
                  normalised layer multiplies its output by the batch's 1/std, which undoes the
                  Lipschitz bound spectral normalisation is there for.
 
-Calls, for both kinds:
+SN-ResNet cGAN (kind "sngan"; Miyato et al. 2018, Miyato & Koyama 2018, the residual blocks
+of BigGAN, Brock et al. 2019, without attention or hierarchical z). The reports' DC-cGAN did not
+learn the phantom set within a CPU budget (docs/models.md); this is the published design that
+trains stably on small sets with hinge loss and few D steps, built from layers XLA CPU runs fast:
+  G: z -> dense to 4x4 x ngf*min(16, 2^n) -> n residual up-blocks -> BatchNorm, ReLU, 3x3 conv to
+     1 channel, tanh; n = log2(image_size) - 2 (32 -> 3, 64 -> 4, 128 -> 5 blocks). Block i
+     maps ngf*min(16, 2^(n-i)) to ngf*min(16, 2^(n-1-i)) channels (SNGAN's widths at 64 and 128):
+         h = conv3x3(relu(cBN_2(conv3x3(upsample(relu(cBN_1(x, y)))), y)))
+         out = h + upsample(conv1x1(x))
+     upsample is nearest-neighbour 2x (a broadcast): no transposed convolution, whose gradient
+     XLA CPU runs slowly (docs/performance.md, "Transposed convolutions") and which leaves
+     checkerboard artefacts. The 1x1 shortcut runs before the upsampling, where it costs 4x less
+     and gives the same result (nearest upsampling and a 1x1 convolution commute).
+     The label enters through class-conditional BatchNorm (cBN, de Vries et al. 2017, as in
+     Miyato & Koyama's G): BatchNorm without its own affine part, then a per-class scale
+     (embedding initialised to 1) and shift (initialised to 0). G does not concatenate a label
+     embedding with z, so model.embed_dim is unused.
+  D: n down-blocks from ndf channels doubling (capped at ndf*16), then one block at 4x4 without
+     downsampling, ReLU, sum over space, a dense logit plus the projection term
+     <embed(label), features> (Miyato & Koyama 2018; conditioning "projection") or an ACGAN head
+     ("acgan"). Block i (pre-activation except the first, which sees the image itself):
+         h = avgpool(conv3x3(relu(conv3x3(relu(x)))))      out = h + conv1x1(avgpool(x))
+     Downsampling is average pooling after the convolution (a reshape and a mean), not a strided
+     convolution; the shortcut pools first (same result, 4x cheaper). The shortcut is the
+     identity where neither the width nor the size changes.
+     Spectral normalisation of every weight of D (config.model.spectral_norm, on in
+     experiments/configs/sngan.py), no normalisation layer: d_norm must be "none".
+  Initialisation as SNGAN's: 3x3 convolutions Glorot-uniform with gain sqrt(2), 1x1 shortcuts,
+  dense layers and embeddings Glorot-uniform (the projection embedding normal(0, 0.02) as for the
+  other kinds), biases 0. BatchNorm as the DC-cGAN's (momentum config.model.bn_momentum).
+  Not supported, with the reason in the error: conditioning "plane" (the label as an extra input
+  channel, which Miyato & Koyama found worse than projection, and which would bypass the
+  projection this D is built around), d_norm "batch" or "layer" (SNGAN's D has none: BatchNorm
+  makes each image's logit depend on the batch and rescales away spectral norm's Lipschitz
+  bound), image sizes other than 32, 64 and 128.
+
+Calls, for every kind:
     images = generator.apply(variables, z, labels, train=False)         # [B, S, S, 1] in [-1, 1]
     logits = discriminator.apply(variables, images, labels, train=False)  # [B]; acgan: a pair
 With train=True, pass mutable=["batch_stats"] (and rngs={"dropout": key} to the FC
@@ -81,8 +117,8 @@ import ml_collections
 
 from xraygan_jax.models import layers
 
-SUPPORTED_IMAGE_SIZES = (32, 64, 128)  # the dcgan architecture; fcgan takes any size
-KINDS = ("dcgan", "fcgan")
+SUPPORTED_IMAGE_SIZES = (32, 64, 128)  # the dcgan and sngan architectures; fcgan takes any size
+KINDS = ("dcgan", "fcgan", "sngan")
 CONDITIONINGS = ("plane", "projection", "acgan")
 D_NORMS = ("batch", "layer", "none")
 # config.train.compute_dtype -> the modules' `dtype`. "float32" casts nothing: the modules follow
@@ -97,22 +133,25 @@ _LEAKY_SLOPE = 0.2
 _embedding_init = nn.initializers.normal(stddev=1.0)
 
 
-def num_up_convs(image_size: int) -> int:
-    """Up-convolutions of the DC generator (= strided convolutions of D): log2(size) - 2.
+def num_up_convs(image_size: int, kind: str = "dcgan") -> int:
+    """Up-sampling layers of G (= down-sampling layers of D): log2(size) - 2.
+
+    The DC generator's up-convolutions, or the SN-ResNet generator's up-blocks (kind "sngan").
 
     Args:
         image_size: side of the square images, one of SUPPORTED_IMAGE_SIZES.
+        kind: the architecture the error message names.
 
     Returns:
         3 for 32, 4 for 64, 5 for 128.
 
     Raises:
-        ValueError: for a size the dcgan architecture does not support.
+        ValueError: for a size the architecture does not support.
     """
     if image_size not in SUPPORTED_IMAGE_SIZES:
         supported = ", ".join(str(size) for size in SUPPORTED_IMAGE_SIZES)
         raise ValueError(
-            f"image_size {image_size} is not supported by the dcgan architecture; "
+            f"image_size {image_size} is not supported by the {kind} architecture; "
             f"supported: {supported}"
         )
     return int(math.log2(image_size)) - 2
@@ -179,6 +218,53 @@ def check_discriminator_options(d_norm: str, spectral_norm: bool) -> None:
             "its output by the batch's 1/std and undoes the Lipschitz bound; set "
             "--config.model.d_norm=none (as SNGAN) or layer."
         )
+
+
+def check_sngan_options(conditioning: str, d_norm: str) -> None:
+    """Raises ValueError for the options the SN-ResNet cGAN (kind "sngan") cannot use.
+
+    The messages name the flags and say why (module docstring).
+    """
+    _check_conditioning(conditioning)
+    if conditioning == "plane":
+        raise ValueError(
+            "--config.model.conditioning=plane cannot be used with --config.model.kind=sngan: "
+            "its D is conditioned by projection (Miyato & Koyama 2018), which they found better "
+            "than feeding the label as an extra input channel, and a label plane would bypass "
+            "it; set --config.model.conditioning=projection (or acgan, with "
+            "--config.train.per_class=false)."
+        )
+    if d_norm != "none":
+        raise ValueError(
+            f"--config.model.d_norm={d_norm} cannot be used with --config.model.kind=sngan: "
+            "its D has no normalisation layer (SNGAN's), and BatchNorm or LayerNorm after a "
+            "spectrally normalised convolution rescales its output by 1/std and undoes the "
+            "Lipschitz bound (BatchNorm also makes each image's logit depend on its batch); "
+            "set --config.model.d_norm=none."
+        )
+
+
+def check_model_options(model_config: ml_collections.ConfigDict) -> None:
+    """The option combinations of config.model that a kind cannot build; nothing is built.
+
+    The image size is checked by `make_gan`.
+
+    Raises:
+        ValueError: an unknown kind or conditioning, an unknown d_norm, spectral norm with
+            dcgan's BatchNorm, a conditioning or d_norm sngan cannot use (the message names
+            the flags and says why).
+    """
+    kind = model_config.kind
+    if kind not in KINDS:
+        raise ValueError(
+            f"model kind {kind!r} is unknown; use one of: {', '.join(KINDS)} (--config.model.kind)"
+        )
+    _check_conditioning(model_config.conditioning)
+    d_norm = model_config.get("d_norm", "batch")
+    if kind == "dcgan":
+        check_discriminator_options(d_norm, bool(model_config.get("spectral_norm", False)))
+    elif kind == "sngan":
+        check_sngan_options(model_config.conditioning, d_norm)
 
 
 class _DiscriminatorLayers:
@@ -403,6 +489,196 @@ class FCDiscriminator(nn.Module):
         return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
 
 
+# SNGAN's initialisation: Glorot-uniform, gain sqrt(2) on the residual 3x3 convolutions.
+_residual_init = nn.initializers.variance_scaling(2.0, "fan_avg", "uniform")
+_shortcut_init = nn.initializers.xavier_uniform()
+# SNGAN's widths are capped at 16 times the base width (1024 channels at ngf = ndf = 64).
+_MAX_WIDTH_FACTOR = 16
+
+
+def _upsample_nearest(x: jax.Array) -> jax.Array:
+    """(B, H, W, C) -> (B, 2H, 2W, C), each pixel repeated 2x2: a broadcast (its gradient a sum
+    over each 2x2 block), not a transposed convolution."""
+    batch, height, width, channels = x.shape
+    x = jnp.broadcast_to(x[:, :, None, :, None, :], (batch, height, 2, width, 2, channels))
+    return x.reshape(batch, 2 * height, 2 * width, channels)
+
+
+def _average_pool(x: jax.Array) -> jax.Array:
+    """2x2 average pooling, stride 2, as a reshape and a mean (no strided window)."""
+    batch, height, width, channels = x.shape
+    x = x.reshape(batch, height // 2, 2, width // 2, 2, channels)
+    return jnp.mean(x, axis=(2, 4))
+
+
+def _conv(features: int, size: int, dtype: Any, name: str | None = None) -> nn.Conv:
+    """A stride-1 "SAME" convolution with bias, SNGAN's initialisation for its size."""
+    return nn.Conv(
+        features,
+        (size, size),
+        padding="SAME",
+        kernel_init=_residual_init if size > 1 else _shortcut_init,
+        dtype=dtype,
+        name=name,
+    )
+
+
+class ConditionalBatchNorm(nn.Module):
+    """BatchNorm with a per-class scale and shift (de Vries et al. 2017; Miyato & Koyama's G).
+
+    (x [B, H, W, C], labels [B]) -> normalised x * scale[label] + shift[label]; the scales start
+    at 1 and the shifts at 0, so at initialisation it is BatchNorm with PyTorch's defaults.
+    """
+
+    num_classes: int
+    momentum: float = 0.9
+    axis_name: str | None = None
+    dtype: Any = None  # the output's; statistics are float32 (module docstring)
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+        features = x.shape[-1]
+        x = nn.BatchNorm(
+            use_running_average=not train,
+            momentum=self.momentum,
+            epsilon=_TORCH_BN_EPSILON,
+            use_scale=False,
+            use_bias=False,
+            axis_name=self.axis_name,
+            dtype=self.dtype,
+        )(x)
+        scale = nn.Embed(
+            self.num_classes, features, embedding_init=nn.initializers.ones, name="scale"
+        )(labels)
+        shift = nn.Embed(
+            self.num_classes, features, embedding_init=nn.initializers.zeros, name="shift"
+        )(labels)
+        return x * scale[:, None, None, :].astype(x.dtype) + shift[:, None, None, :].astype(x.dtype)
+
+
+class ResidualUpBlock(nn.Module):
+    """SNGAN's generator block: cBN, ReLU, 2x nearest upsampling, 3x3 conv, cBN, ReLU, 3x3
+    conv, plus a 1x1-convolved, upsampled shortcut (module docstring)."""
+
+    features: int
+    num_classes: int
+    bn_momentum: float = 0.9
+    axis_name: str | None = None
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+        def conditional_batch_norm(h: jax.Array) -> jax.Array:
+            return ConditionalBatchNorm(
+                self.num_classes, self.bn_momentum, self.axis_name, self.dtype
+            )(h, labels, train=train)
+
+        h = nn.relu(conditional_batch_norm(x))
+        h = _conv(self.features, 3, self.dtype)(_upsample_nearest(h))
+        h = nn.relu(conditional_batch_norm(h))
+        h = _conv(self.features, 3, self.dtype)(h)
+        # Nearest upsampling and a 1x1 convolution commute: convolve at the lower resolution.
+        shortcut = _upsample_nearest(_conv(self.features, 1, self.dtype, "shortcut")(x))
+        return h + shortcut.astype(h.dtype)
+
+
+class ResidualDownBlock(nn.Module):
+    """SNGAN's discriminator block: (ReLU,) 3x3 conv, ReLU, 3x3 conv, 2x2 average pooling, plus
+    a shortcut (average pooling, then a 1x1 conv where the width changes); module docstring.
+
+    `first`: the block that sees the image, with no ReLU before its first convolution (SNGAN's
+    "optimized" block). `downsample`: False for the last block, at 4x4.
+    """
+
+    features: int
+    first: bool = False
+    downsample: bool = True
+    spectral_norm: bool = True
+    dtype: Any = None
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool) -> jax.Array:
+        weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)
+        h = x if self.first else nn.relu(x)
+        h = weighted(_conv(self.features, 3, self.dtype), h)
+        h = weighted(_conv(self.features, 3, self.dtype), nn.relu(h))
+        shortcut = x
+        if self.downsample:
+            h = _average_pool(h)
+            # Average pooling and a 1x1 convolution commute: pool first, 4x fewer multiply-adds.
+            shortcut = _average_pool(shortcut)
+        if shortcut.shape[-1] != self.features:
+            shortcut = weighted(_conv(self.features, 1, self.dtype, "shortcut"), shortcut)
+        return h + shortcut.astype(h.dtype)
+
+
+def _sngan_widths(image_size: int, base: int) -> list[int]:
+    """base * min(16, 2^i) for i = 0..n, n = log2(image_size) - 2: D's block widths from the
+    image up; reversed, G's widths from 4x4 down (module docstring)."""
+    num_blocks = num_up_convs(image_size, "sngan")
+    return [base * min(_MAX_WIDTH_FACTOR, 2**index) for index in range(num_blocks + 1)]
+
+
+class ResNetGenerator(nn.Module):
+    """SN-ResNet generator with class-conditional BatchNorm: (z [B, nz], labels) -> [B,S,S,1]."""
+
+    image_size: int = 64
+    num_classes: int = 2
+    ngf: int = 64
+    bn_momentum: float = 0.9
+    axis_name: str | None = None
+    dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
+
+    @nn.compact
+    def __call__(self, z: jax.Array, labels: jax.Array, *, train: bool) -> jax.Array:
+        widths = _sngan_widths(self.image_size, self.ngf)[::-1]
+        x = nn.Dense(16 * widths[0], kernel_init=_shortcut_init, dtype=self.dtype, name="project")(
+            z
+        )
+        x = x.reshape(x.shape[0], 4, 4, widths[0])
+        for width in widths[1:]:
+            x = ResidualUpBlock(
+                width, self.num_classes, self.bn_momentum, self.axis_name, self.dtype
+            )(x, labels, train=train)
+        x = nn.relu(_dcgan_batch_norm(train, self.bn_momentum, self.axis_name, self.dtype)(x))
+        return jnp.tanh(_at_least_float32(_conv(1, 3, self.dtype, "to_image")(x)))
+
+
+class ResNetDiscriminator(nn.Module):
+    """SN-ResNet discriminator with projection: (images, labels) -> logits [B] (acgan: a pair).
+
+    `axis_name` is accepted for a uniform interface; this discriminator has no BatchNorm.
+    """
+
+    image_size: int = 64
+    num_classes: int = 2
+    ndf: int = 64
+    conditioning: str = "projection"
+    spectral_norm: bool = True
+    axis_name: str | None = None
+    dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
+
+    @nn.compact
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
+        check_sngan_options(self.conditioning, "none")
+        widths = _sngan_widths(self.image_size, self.ndf)
+        weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)
+        x = images
+        for index, width in enumerate(widths):
+            x = ResidualDownBlock(
+                width,
+                first=index == 0,
+                downsample=index < len(widths) - 1,
+                spectral_norm=self.spectral_norm,
+                dtype=self.dtype,
+            )(x, train=train)
+        # SNGAN sums the last feature map over space; the heads run in (at least) float32.
+        features = jnp.sum(_at_least_float32(nn.relu(x)), axis=(1, 2))
+        last = nn.Dense(1, kernel_init=_shortcut_init, name="logit")
+        logits = weighted(last, features).reshape(features.shape[0])
+        return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
+
+
 def make_gan(
     model_config: ml_collections.ConfigDict,
     *,
@@ -417,8 +693,10 @@ def make_gan(
             ngf, ndf, conditioning, embed_dim, g_features, d_features, dropout_rate, bn_momentum
             (Flax convention: PyTorch's momentum 0.1 is 0.9 here, Keras' 0.8 stays 0.8), d_norm
             and spectral_norm (module docstring; fcgan's D has no BatchNorm, so "batch" means
-            none there).
-        image_size: side of the square images; 32, 64 or 128 for dcgan, any for fcgan.
+            none there; sngan needs "none" and reads spectral_norm, default on, and not
+            embed_dim: experiments/configs/sngan.py).
+        image_size: side of the square images; 32, 64 or 128 for dcgan and sngan, any for
+            fcgan.
         num_classes: number of labels the GAN is conditioned on.
         dtype: the dtype of activations and convolutions, `compute_dtype(config.train.
             compute_dtype)`; None follows the inputs. Parameters are float32 either way (module
@@ -428,16 +706,14 @@ def make_gan(
         (generator, discriminator), unbound Linen modules.
 
     Raises:
-        ValueError: an unknown kind, conditioning or d_norm, an image size dcgan does not
-            support, or spectral norm with dcgan's BatchNorm.
+        ValueError: an unknown kind, conditioning or d_norm, an image size dcgan or sngan
+            does not support, spectral norm with dcgan's BatchNorm, or a conditioning or
+            d_norm sngan cannot use (`check_model_options`).
     """
     kind = model_config.kind
-    _check_conditioning(model_config.conditioning)
+    check_model_options(model_config)
     if kind == "dcgan":
         num_up_convs(image_size)  # the size error belongs at construction, not at first call
-        check_discriminator_options(
-            model_config.get("d_norm", "batch"), bool(model_config.get("spectral_norm", False))
-        )
         generator = DCGenerator(
             image_size=image_size,
             num_classes=num_classes,
@@ -475,6 +751,21 @@ def make_gan(
             spectral_norm=bool(model_config.get("spectral_norm", False)),
             dtype=dtype,
         )
-    else:
-        raise ValueError(f"model kind {kind!r} is unknown; use one of: {', '.join(KINDS)}")
+    else:  # "sngan"; check_model_options refused any other kind
+        num_up_convs(image_size, "sngan")
+        generator = ResNetGenerator(
+            image_size=image_size,
+            num_classes=num_classes,
+            ngf=model_config.ngf,
+            bn_momentum=model_config.bn_momentum,
+            dtype=dtype,
+        )
+        discriminator = ResNetDiscriminator(
+            image_size=image_size,
+            num_classes=num_classes,
+            ndf=model_config.ndf,
+            conditioning=model_config.conditioning,
+            spectral_norm=bool(model_config.get("spectral_norm", True)),
+            dtype=dtype,
+        )
     return generator, discriminator
