@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import run_launcher, write_image
+from helpers import run_launcher, write_image
 from PIL import Image
 
 _TEST_CONFIG = "--config=experiments/configs/test.py"
