@@ -193,6 +193,14 @@ def test_the_real_set_size_sweep_uses_nested_subsets(gan_run, data_dir, tmp_path
             (4, pytest.approx(100 * of_arm[4]["accuracy_mean"])),
             (of_arm["all"]["num_real"], pytest.approx(100 * of_arm["all"]["accuracy_mean"])),
         ]
+    # Accuracy against the extra fraction: each kind of extra images starts from its size's 0%.
+    by_fraction = plotted["metrics_by_fraction.png"][0]
+    for name, arm in (("GAN", "50%"), ("duplicate", "50% duplicate"), ("oracle", "50% oracle")):
+        of_size = {s["arm"]: s for s in summaries if s["real_per_class"] == 4}
+        assert by_fraction.series[f"{name}, 4 real/class"] == [
+            (0.0, pytest.approx(100 * of_size["0%"]["accuracy_mean"])),
+            (50.0, pytest.approx(100 * of_size[arm]["accuracy_mean"])),
+        ]
     # The training curves of the last size's arms, train and validation loss.
     (curves,) = plotted["training_curves.png"]
     history = results[-1]["history"]
