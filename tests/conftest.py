@@ -1,25 +1,25 @@
-"""Shared fixtures: real image files written with Pillow into tmp_path.
+"""Shared fixtures: the session's cache, one prepared data set, one trained GAN run, FID weights.
 
-`write_image` writes one file of a given mode and size whose gray level tells its class (dark for
-label 0, bright for label 1), so tests can check labels from pixels. `kermany_tree` builds a small
-copy of the Kaggle Kermany archive with the archive's quirks; its attributes say what a correct
-reader must find.
+Everything slow that more than one test file needs is a session-scoped fixture here, built once
+per session: `data_dir` (the test config's phantom set, prepared), `conditional_run` (the test
+config's conditional GAN trained for 2 epochs with FID at epoch 2), `fid_weights_source` and
+`fid_params`. `kermany_tree` builds a small copy of the Kaggle Kermany archive with the archive's
+quirks; its attributes say what a correct reader must find. Plain helpers are in helpers.py.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import dataclasses
+import io
 import os
 import pathlib
 import shutil
-import subprocess
-import sys
 import tempfile
 
-import numpy as np
 import pytest
-from PIL import Image
+from helpers import write_image, write_truncated_jpeg
 
 
 def _isolate_the_cache() -> pathlib.Path:
@@ -43,83 +43,20 @@ def _isolate_the_cache() -> pathlib.Path:
     return session_cache
 
 
+def _share_compilations(session_cache: pathlib.Path) -> None:
+    """Points JAX's persistent compilation cache at the session cache, before JAX is imported.
+
+    The tests train the same tiny networks many times, in this process and in the launchers it
+    starts (which inherit the environment); compiling dominates each run on the CPU, and the
+    cache compiles each program once per session. Cached executables are the ones XLA built,
+    so results are the same bit for bit.
+    """
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(session_cache / "jax_compilation_cache")
+    os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
+
+
 SESSION_CACHE = _isolate_the_cache()
-# Mean gray level of each class's images before any conversion.
-CLASS_LEVELS = (60, 190)
-REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def run_launcher(module: str, *args: str, env: dict | None = None, timeout: int = 300):
-    """`python -m module args...` from the repository root, as a user runs a launcher.
-
-    Args:
-        module: e.g. "experiments.train_gan".
-        *args: its command-line arguments.
-        env: variables added to this process's environment.
-        timeout: seconds before the run counts as hung.
-
-    Returns:
-        The `subprocess.CompletedProcess`, with text stdout and stderr.
-    """
-    return subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=REPO_ROOT,
-        env={**os.environ, **(env or {})},
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-
-
-def write_image(path, *, mode: str, size: tuple[int, int], label: int) -> pathlib.Path:
-    """Writes an image file (format from the suffix) whose content encodes ``label``.
-
-    Args:
-      path: the file to write (parents created).
-      mode: Pillow mode: "L", "RGB", "RGBA" (top 10 rows transparent), "P" or "I;16".
-      size: (width, height).
-      label: 0 gives a dark image (mean ~60), 1 a bright one (~190).
-
-    Returns:
-      The path.
-    """
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    width, height = size
-    rng = np.random.default_rng([width, height, label, len(mode)])
-    gray = CLASS_LEVELS[label] + rng.integers(-20, 21, (height, width))
-    gray = np.clip(gray, 0, 255).astype(np.uint8)
-    if mode == "L":
-        image = Image.fromarray(gray)
-    elif mode in ("RGB", "P"):
-        # Equal channels keep luma == gray; P quantises it to a 64-colour palette.
-        image = Image.fromarray(np.repeat(gray[..., None], 3, axis=-1))
-        if mode == "P":
-            image = image.quantize(64)
-    elif mode == "RGBA":
-        alpha = np.full((height, width), 255, np.uint8)
-        alpha[:10] = 0
-        rgba = np.concatenate([np.repeat(gray[..., None], 3, axis=-1), alpha[..., None]], -1)
-        image = Image.fromarray(rgba)
-    elif mode == "I;16":
-        # A 12-bit detector range in a 16-bit container. One black and one white pixel span the
-        # full 0..4095 range, so scaling by the image's own range gives back about `gray`.
-        wide = ((gray.astype(np.uint32) * 4095 + 127) // 255).astype(np.uint16)
-        wide[0, 0], wide[-1, -1] = 0, 4095
-        image = Image.fromarray(wide)
-    else:
-        raise ValueError(f"write_image: unsupported mode {mode}")
-    image.save(path)
-    return path
-
-
-def write_truncated_jpeg(path, *, size=(120, 100)) -> pathlib.Path:
-    """A JPEG cut after 40% of its bytes (a broken download)."""
-    path = pathlib.Path(path)
-    write_image(path, mode="L", size=size, label=0)
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * 0.4)])
-    return path
+_share_compilations(SESSION_CACHE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,20 +132,7 @@ def kermany_tree(tmp_path) -> KermanyTree:
     )
 
 
-def read_events(directory):
-    """TensorBoard's own reader over one TensorBoard run folder, every event kept.
-
-    The `tensorboard` package (the dev extra) reads event files without TensorFlow; what it
-    returns is what TensorBoard shows, after its purge of events a restart superseded.
-    """
-    event_accumulator = pytest.importorskip(
-        "tensorboard.backend.event_processing.event_accumulator"
-    )
-    every = {event_accumulator.SCALARS: 0, event_accumulator.IMAGES: 0}
-    return event_accumulator.EventAccumulator(str(directory), size_guidance=every).Reload()
-
-
-def fid_weights_or_skip(load):
+def _fid_weights_or_skip(load):
     """Returns `load()`; when the FID Inception weights are missing, skips (fails under CI=true).
 
     The README's test command fetches the weights first
@@ -223,3 +147,167 @@ def fid_weights_or_skip(load):
         if os.environ.get("CI", "").lower() == "true":
             pytest.fail(f"FID Inception weights missing in CI: {error}")
         pytest.skip(f"FID Inception weights not available: {error}")
+
+
+@pytest.fixture(scope="session")
+def fid_weights_source() -> pathlib.Path:
+    """The FID Inception weights' source file (found, never downloaded), or a skip."""
+    from xraygan_jax.pretrained import inception_weights
+
+    return _fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
+
+
+@pytest.fixture(scope="session")
+def fid_params():
+    """The FID Inception network's parameters, read once for the session, or a skip."""
+    from xraygan_jax.pretrained import inception_weights
+
+    return _fid_weights_or_skip(lambda: inception_weights.load_params(download=False))
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> str:
+    """The session's TFDS data dir, with the test config's phantom set prepared in it once.
+
+    Launchers given `--config.data.data_dir=` this folder, and configs whose data section is the
+    test config's, read the same prepared set instead of building their own.
+    """
+    from experiments.configs import test as test_config
+    from xraygan_jax.data import sources
+
+    path = str(tmp_path_factory.getbasetemp() / "tfds")
+    config = test_config.get_config()
+    config.data.data_dir = path
+    for split in ("train", "val", "test"):
+        sources.get_source(config.data, split)
+    return path
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainedRun:
+    """A finished GAN training run of the test config.
+
+    Attributes:
+      config: the config it was trained with.
+      workdir: its run folder. Shared by every test of the session: read it, or copy it
+        (`copy_of_conditional_run`) before anything writes into it.
+      results: what `train_and_evaluate` returned.
+      log: what training wrote to standard error (the progress lines).
+    """
+
+    config: object
+    workdir: pathlib.Path
+    results: dict
+    log: str
+
+
+@pytest.fixture(scope="session")
+def conditional_run(tmp_path_factory, data_dir, fid_weights_source) -> TrainedRun:
+    """The test config's conditional GAN (one for both classes), 2 epochs, FID after epoch 2.
+
+    A checkpoint and sample grids per epoch, metrics.jsonl, eval.jsonl, TensorBoard events and
+    summary.md: the run the GAN loop's resume tests compare against, the evaluators evaluate
+    and the study draws its synthetic images from.
+    """
+    from experiments.configs import test as test_config
+    from xraygan_jax import gan_loop
+
+    config = test_config.get_config()
+    config.data.data_dir = data_dir
+    config.train.per_class = False
+    config.eval.fid_every_epochs = 2
+    workdir = tmp_path_factory.mktemp("conditional_run")
+    stderr = io.StringIO()
+    with contextlib.redirect_stderr(stderr):
+        results = gan_loop.train_and_evaluate(config, workdir)
+    return TrainedRun(config, workdir, results, stderr.getvalue())
+
+
+def _copy_run(run: TrainedRun, destination: pathlib.Path, *, keep_epochs: int | None = None):
+    """A copy of `run`'s folder at `destination`, optionally as if it had stopped earlier.
+
+    Args:
+      run: the run to copy.
+      destination: the new run folder (must not exist).
+      keep_epochs: keep only the checkpoints of epochs up to this one (its records of later
+        steps stay, as a stopped run leaves them; resuming truncates them).
+
+    Returns:
+      `destination`.
+    """
+    shutil.copytree(run.workdir, destination)
+    if keep_epochs is not None:
+        for gan in (destination / "checkpoints").iterdir():
+            for epoch in gan.iterdir():
+                if epoch.name.isdigit() and int(epoch.name) > keep_epochs:
+                    shutil.rmtree(epoch)
+    return destination
+
+
+@pytest.fixture
+def copy_of_conditional_run(conditional_run, tmp_path):
+    """`_copy_run` bound to the shared conditional run, copies under this test's tmp_path."""
+    return lambda name, **kwargs: _copy_run(conditional_run, tmp_path / name, **kwargs)
+
+
+@dataclasses.dataclass(frozen=True)
+class DrawnAxes:
+    """What one axes of a saved figure shows.
+
+    Attributes:
+      title, xlabel, ylabel: its texts.
+      series: {label: [(x, y), ...]} for each labelled line, error bar (its points) and bar
+        series (each bar's centre and height), in drawing order.
+      images: how many images it shows.
+    """
+
+    title: str
+    xlabel: str
+    ylabel: str
+    series: dict
+    images: int
+
+
+@pytest.fixture
+def plotted(monkeypatch) -> dict[str, list[DrawnAxes]]:
+    """{file name: [DrawnAxes of each axes]} of every figure saved during the test.
+
+    Read from the figure as it is saved (matplotlib's `Figure.savefig`), so a test can check
+    what a plot shows, not only that a PNG exists.
+    """
+    import matplotlib.figure
+    from matplotlib.container import BarContainer, ErrorbarContainer
+
+    drawn = {}
+    savefig = matplotlib.figure.Figure.savefig
+
+    def recording(figure, path, *args, **kwargs):
+        axes_drawn = []
+        for axes in figure.axes:
+            series = {}
+            for line in axes.get_lines():
+                if not line.get_label().startswith("_"):
+                    series[line.get_label()] = [tuple(p) for p in line.get_xydata().tolist()]
+            for container in axes.containers:
+                if isinstance(container, ErrorbarContainer):
+                    points = container.lines[0].get_xydata().tolist()
+                    series[container.get_label()] = [tuple(p) for p in points]
+                elif isinstance(container, BarContainer):
+                    series[container.get_label()] = [
+                        (bar.get_x() + bar.get_width() / 2, bar.get_height())
+                        for bar in container.patches
+                    ]
+            axes_drawn.append(
+                DrawnAxes(
+                    axes.get_title(),
+                    axes.get_xlabel(),
+                    axes.get_ylabel(),
+                    series,
+                    len(axes.get_images()),
+                )
+            )
+        drawn[pathlib.Path(os.fspath(path)).name] = axes_drawn
+        return savefig(figure, path, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "savefig", recording)
+    return drawn

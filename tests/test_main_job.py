@@ -6,22 +6,17 @@ import subprocess
 
 import numpy as np
 import pytest
-from conftest import fid_weights_or_skip, run_launcher
+from helpers import run_launcher
 from PIL import Image
 
 from experiments.configs import pipeline_test
 from xraygan_jax import errors, pipeline, report
-from xraygan_jax.pretrained import inception_weights
+
+pytestmark = pytest.mark.slow  # Every test reads the pipeline's run or starts the launcher.
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.getbasetemp() / "tfds")
-
-
-@pytest.fixture(scope="module")
-def finished(tmp_path_factory, data_dir):
-    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
+def finished(tmp_path_factory, data_dir, fid_weights_source):
     workdir = tmp_path_factory.mktemp("pipeline")
     result = run_launcher(
         "experiments.pipeline",

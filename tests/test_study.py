@@ -1,33 +1,25 @@
-"""The augmentation study end to end through its launcher, its outputs, and its bad inputs."""
+"""The augmentation study end to end through its launcher, its outputs, and its bad inputs.
+
+The study's GAN is the session's shared `conditional_run` (conftest.py).
+"""
 
 import csv
 import json
 
 import numpy as np
 import pytest
-from conftest import run_launcher
+from helpers import run_launcher
 
 from experiments.configs import study_test
-from experiments.configs import test as gan_test_config
-from xraygan_jax import errors, gan_loop, study
+from xraygan_jax import errors, study
 from xraygan_jax.data import mixing, phantom, pipeline
 from xraygan_jax.metrics import calibration, statistics
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    return str(tmp_path_factory.getbasetemp() / "tfds")
-
-
-@pytest.fixture(scope="module")
-def gan_run(tmp_path_factory, data_dir):
-    config = gan_test_config.get_config()
-    config.data.data_dir = data_dir
-    config.train.per_class = False
-    config.train.num_epochs = 1
-    workdir = tmp_path_factory.mktemp("gan")
-    gan_loop.train_and_evaluate(config, workdir)
-    return workdir
+def gan_run(conditional_run):
+    """The shared conditional GAN's run folder (only read: the study samples from it)."""
+    return conditional_run.workdir
 
 
 def _launch_study(workdir, gan_run, data_dir, *extra):
@@ -55,6 +47,7 @@ def _rows(path):
         return list(csv.DictReader(file))
 
 
+@pytest.mark.slow
 def test_the_launcher_writes_every_output(finished_study):
     workdir, result = finished_study
     rows = _rows(workdir / "study.csv")
@@ -89,6 +82,7 @@ def test_the_launcher_writes_every_output(finished_study):
     assert "study.md" in result.stdout
 
 
+@pytest.mark.slow
 def test_a_rerun_retrains_nothing(finished_study, gan_run, data_dir):
     workdir, _ = finished_study
     before = (workdir / "study.csv").read_text()
@@ -99,6 +93,7 @@ def test_a_rerun_retrains_nothing(finished_study, gan_run, data_dir):
     assert (workdir / "study.csv").read_text() == before
 
 
+@pytest.mark.slow
 def test_classifiers_trained_in_threads_equal_those_trained_one_at_a_time(
     finished_study, gan_run, data_dir, tmp_path
 ):
@@ -121,6 +116,7 @@ def test_classifiers_trained_in_threads_equal_those_trained_one_at_a_time(
     assert [r["arm"] for r in together] == [r["arm"] for r in _rows(alone_dir / "study.csv")]
 
 
+@pytest.mark.slow
 def test_a_gan_of_another_image_size_is_named_with_both_sizes(gan_run, data_dir, tmp_path):
     result = _launch_study(tmp_path, gan_run, data_dir, "--config.data.image_size=64")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -200,7 +196,8 @@ def test_a_test_split_of_one_class_reports_auc_undefined_and_the_rest(tmp_path):
     assert np.isnan(summary[0]["auc_mean"])
 
 
-def test_the_real_set_size_sweep_uses_nested_subsets(gan_run, data_dir, tmp_path):
+@pytest.mark.slow
+def test_the_real_set_size_sweep_uses_nested_subsets(gan_run, data_dir, tmp_path, plotted):
     config = _config(data_dir, real_per_class=(4, 0))
     results = study.run_study(config, tmp_path, gan_workdir=gan_run)
     arms = ["0%", "50%", "50% duplicate", "50% oracle"]
@@ -209,7 +206,28 @@ def test_the_real_set_size_sweep_uses_nested_subsets(gan_run, data_dir, tmp_path
     ]
     assert results[0]["num_real"] == 8 and results[1]["num_synthetic"] == 8  # 4 per class
     assert results[3]["num_synthetic"] == 8  # the oracle arm too
-    assert (tmp_path / "plots" / "metrics_by_real_size.png").stat().st_size > 0
+    # Accuracy against the real-set size, one line per arm, the smaller size first.
+    accuracy = plotted["metrics_by_real_size.png"][0]
+    assert accuracy.title == "accuracy" and list(accuracy.series) == arms
+    summaries = json.loads((tmp_path / "summary.json").read_text())
+    for arm in arms:
+        of_arm = {s["real_per_class"]: s for s in summaries if s["arm"] == arm}
+        assert accuracy.series[arm] == [
+            (4, pytest.approx(100 * of_arm[4]["accuracy_mean"])),
+            (of_arm["all"]["num_real"], pytest.approx(100 * of_arm["all"]["accuracy_mean"])),
+        ]
+    # Accuracy against the extra fraction: each kind of extra images starts from its size's 0%.
+    by_fraction = plotted["metrics_by_fraction.png"][0]
+    for name, arm in (("GAN", "50%"), ("duplicate", "50% duplicate"), ("oracle", "50% oracle")):
+        of_size = {s["arm"]: s for s in summaries if s["real_per_class"] == 4}
+        assert by_fraction.series[f"{name}, 4 real/class"] == [
+            (0.0, pytest.approx(100 * of_size["0%"]["accuracy_mean"])),
+            (50.0, pytest.approx(100 * of_size[arm]["accuracy_mean"])),
+        ]
+    # The training curves of the last size's arms, train and validation loss.
+    (curves,) = plotted["training_curves.png"]
+    history = results[-1]["history"]
+    assert curves.series["50% oracle val"] == [(h["step"], h["loss/val"]) for h in history]
     assert "## Real images per class: 4" in (tmp_path / "study.md").read_text()
 
 
@@ -249,7 +267,7 @@ def _simulated_results(gains: dict, *, num_seeds=10, num_test=300, size="all", s
     return results, study.StudyData(test, test, test, None, ("NORMAL", "PNEUMONIA"))
 
 
-def test_a_true_gain_is_called_and_read_against_both_controls(tmp_path):
+def test_a_true_gain_is_called_and_read_against_both_controls(tmp_path, plotted):
     config = _config("", fractions=(0.0, 0.2), seeds=tuple(range(10)), num_bootstrap=500)
     results, data = _simulated_results(
         {"0%": 0.0, "20%": 6.0, "20% duplicate": 0.0, "20% oracle": 8.0}
@@ -268,7 +286,10 @@ def test_a_true_gain_is_called_and_read_against_both_controls(tmp_path):
         [s["p_holm"] for s in compared],
         statistics.holm_adjust([s["d_auc_p"] for s in compared]),
     )
-    assert (tmp_path / "plots" / "differences.png").stat().st_size > 0
+    # The forest plot: each arm's difference from 0% in points, one row per arm.
+    (forest,) = plotted["differences.png"]
+    (points,) = forest.series.values()
+    assert points == [(pytest.approx(100 * s["d_auc"]), row) for row, s in enumerate(compared)]
 
 
 def test_no_share_is_read_when_the_oracle_does_not_beat_duplicates(tmp_path):

@@ -3,18 +3,15 @@
 import csv
 
 import pytest
-from conftest import fid_weights_or_skip, run_launcher
+from helpers import run_launcher
 
 from experiments.configs import sweep_test
 from xraygan_jax import errors, runs, sweep
-from xraygan_jax.pretrained import inception_weights
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory):
-    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
+def finished(tmp_path_factory, data_dir, fid_weights_source):
     workdir = tmp_path_factory.mktemp("sweep")
-    data_dir = tmp_path_factory.getbasetemp() / "tfds"
     args = (
         "--config=experiments/configs/sweep_test.py",
         f"--workdir={workdir}",
@@ -25,6 +22,7 @@ def finished(tmp_path_factory):
     return workdir, args
 
 
+@pytest.mark.slow
 def test_every_point_is_a_run_with_metrics_and_a_gain(finished):
     workdir, _ = finished
     with open(workdir / "sweep.csv", newline="") as file:
@@ -40,6 +38,7 @@ def test_every_point_is_a_run_with_metrics_and_a_gain(finished):
     assert (workdir / "plots" / "sweep_optim.g_lr.png").stat().st_size > 0
 
 
+@pytest.mark.slow
 def test_a_rerun_resumes_without_training(finished):
     workdir, args = finished
     before = (workdir / "sweep.csv").read_text()
@@ -107,12 +106,12 @@ def test_a_malformed_arm_is_named(arms, message):
         sweep.points(config)
 
 
+@pytest.mark.slow
 def test_an_arms_sweep_compares_per_class_metrics_and_shows_samples_side_by_side(
-    tmp_path_factory,
+    tmp_path_factory, data_dir, fid_weights_source, plotted
 ):
-    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
     config = sweep_test.get_config()
-    config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+    config.data.data_dir = data_dir
     config.data.train_images_per_class = 12
     config.sweep.mode = "arms"
     config.sweep.arms = (
@@ -149,8 +148,14 @@ def test_an_arms_sweep_compares_per_class_metrics_and_shows_samples_side_by_side
         kimg = "0.096" if arm == "reports" else "0.048"
         assert line.startswith(f"| {rank} | {arm} | "), line
         assert f" | {kimg} | " in line and f" | {ranked[arm]['NORMAL/diversity']:.3f} |" in line
-    assert (workdir / "plots" / "arms_fid.png").stat().st_size > 0
-    assert (workdir / "samples.png").stat().st_size > 0
+    # A bar per arm and class at the rows' FIDs; the samples table a grid per arm and class.
+    (bars,) = plotted["arms_fid.png"]
+    for name in ("NORMAL", "PNEUMONIA"):
+        assert [fid for _, fid in bars.series[f"{name} FID"]] == [r[f"{name}/fid"] for r in rows]
+    table = plotted["samples.png"]
+    assert [axes.ylabel for axes in table[::2]] == ["reports", "augmented"]
+    assert [axes.title for axes in table[:2]] == ["NORMAL", "PNEUMONIA"]
+    assert [axes.images for axes in table] == [1, 1, 1, 1]
     assert set(rows[0]["samples"]) == {"NORMAL", "PNEUMONIA"}
 
 

@@ -2,9 +2,10 @@
 
 import numpy as np
 import pytest
+from helpers import grid_tiles, read_grid_png
 from PIL import Image
 
-from xraygan_jax import viz
+from xraygan_jax import pixels, viz
 
 
 def test_tile_places_images_row_major_with_borders():
@@ -34,3 +35,10 @@ def test_save_image_grid_and_class_grids(tmp_path):
         "NORMAL": str(tmp_path / "x_NORMAL.png"),
         "PNEUMONIA": str(tmp_path / "x_PNEUMONIA.png"),
     }
+    # Each class's grid holds its own images, row-major, under the title.
+    # (The gray colour map may round a level by one.)
+    expected = pixels.to_uint8(images).astype(int)
+    normal = grid_tiles(read_grid_png(paths["NORMAL"], 2 * (8 + 2) + 2), 8)
+    np.testing.assert_allclose(normal, expected[[0, 2, 4, 5]], rtol=0, atol=1)
+    pneumonia = grid_tiles(read_grid_png(paths["PNEUMONIA"], 2 * (8 + 2) + 2, 8 + 2 + 2), 8)
+    np.testing.assert_allclose(pneumonia, expected[[1, 3]], rtol=0, atol=1)

@@ -6,7 +6,7 @@ import re
 
 import numpy as np
 import pytest
-from conftest import CLASS_LEVELS, write_image, write_truncated_jpeg
+from helpers import CLASS_LEVELS, write_image, write_truncated_jpeg
 from PIL import Image
 
 from xraygan_jax.data import folders

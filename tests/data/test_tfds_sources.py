@@ -7,7 +7,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import CLASS_LEVELS, write_image
+from helpers import CLASS_LEVELS, write_image
 
 from experiments.configs import common
 from xraygan_jax.data import phantom, sources

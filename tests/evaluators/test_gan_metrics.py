@@ -1,48 +1,40 @@
-"""GAN metrics with floors: during training, per checkpoint, of a folder; the protocol's fields."""
+"""GAN metrics with floors: during training, per checkpoint, of a folder; the protocol's fields.
 
-import contextlib
-import io
+The evaluated run is a copy of the session's shared `conditional_run` (conftest.py), which
+computed FID after its epoch 2; the tests that read it are marked slow.
+"""
+
 import json
 import shutil
 
 import numpy as np
 import pytest
-from conftest import fid_weights_or_skip, read_events, run_launcher
+from helpers import read_events, run_launcher
 from PIL import Image
 
-from experiments.configs import test as test_config
-from xraygan_jax import gan_loop, report, runs
+from xraygan_jax import report, runs
 from xraygan_jax.data import folders
 from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.metrics import diversity, fid
-from xraygan_jax.pretrained import inception_weights
 from xraygan_jax.train import reporting
 
 PROTOCOL_FIELDS = ("num_real", "num_fake", "reference_split", "resize", "batch_stats")
 FLOOR_FIELDS = ("fid_floor", "kid_floor", "floor_num", "fid_matched", "kid_matched")
-# Standard error of the evaluated run's training (its progress lines), for the tests that read it.
-_TRAINING_LOG: list[str] = []
 
 
 @pytest.fixture(scope="module")
-def evaluated_run(tmp_path_factory):
-    fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
-    config = test_config.get_config()
-    config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
-    config.train.per_class = False
-    config.eval.fid_every_epochs = 2
-    workdir = tmp_path_factory.mktemp("evaluated")
-    stderr = io.StringIO()
-    with contextlib.redirect_stderr(stderr):
-        gan_loop.train_and_evaluate(config, workdir)
-    _TRAINING_LOG.append(stderr.getvalue())
-    return config, workdir
+def evaluated_run(conditional_run, tmp_path_factory):
+    """(config, workdir): a copy of the shared run, which these tests evaluate again."""
+    workdir = tmp_path_factory.mktemp("evaluated") / "run"
+    shutil.copytree(conditional_run.workdir, workdir)
+    return conditional_run.config, workdir
 
 
 def _read(path):
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_records_during_training_carry_the_protocol_and_the_floor(evaluated_run):
     config, workdir = evaluated_run
     records = _read(workdir / "eval.jsonl")
@@ -65,6 +57,7 @@ def test_records_during_training_carry_the_protocol_and_the_floor(evaluated_run)
         assert 0 <= record["diversity"] < 10
 
 
+@pytest.mark.slow
 def test_evaluations_during_training_are_tensorboard_events_at_their_step(evaluated_run):
     _, workdir = evaluated_run
     events = read_events(workdir / "tensorboard" / "conditional")
@@ -86,8 +79,9 @@ def test_evaluations_during_training_are_tensorboard_events_at_their_step(evalua
     assert written == {tag for tag in events.Tags()["scalars"] if tag.startswith("eval/")}
 
 
+@pytest.mark.slow
 def test_the_tiny_run_collapses_and_is_warned_of_in_the_progress_lines_and_summary(
-    evaluated_run,
+    evaluated_run, conditional_run
 ):
     # Two epochs of 6 steps on 24 images per class: G draws one template per class (recall 0,
     # diversity about 0.14 when measured), which is what every GAN of the project did at small
@@ -95,7 +89,7 @@ def test_the_tiny_run_collapses_and_is_warned_of_in_the_progress_lines_and_summa
     _, workdir = evaluated_run
     records = _read(workdir / "eval.jsonl")
     assert all(diversity.record_collapsed(r) for r in records), records
-    log = _TRAINING_LOG[0]
+    log = conditional_run.log
     summary = (workdir / "summary.md").read_text()
     for r in records:
         numbers = f"recall {r['recall']:.3f}, diversity {r['diversity']:.3f}"
@@ -166,6 +160,7 @@ def test_records_written_before_diversity_are_read_and_judged_by_recall(tmp_path
     )
 
 
+@pytest.mark.slow
 def test_the_pipeline_report_warns_of_a_collapsed_checkpoint(evaluated_run, tmp_path):
     config, workdir = evaluated_run
     # The report's GAN section of a run folder; "fcgan" needs no real-image grids.
@@ -190,7 +185,10 @@ def test_the_pipeline_report_warns_of_a_collapsed_checkpoint(evaluated_run, tmp_
         assert "WARNING" not in text and cell in text
 
 
-def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(evaluated_run, capsys):
+@pytest.mark.slow
+def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(
+    evaluated_run, capsys, plotted
+):
     _, workdir = evaluated_run
     during_training = {r["class"]: r for r in _read(workdir / "eval.jsonl")}
     records = gan_metrics.evaluate_run(workdir)
@@ -213,8 +211,17 @@ def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(evaluate
     assert len(written) == 4
     plot = Image.open(workdir / "plots" / "fid_vs_epoch.png")
     assert plot.size[0] > 300
+    # FID against epoch per class, each class's floor dashed: the records' numbers.
+    (axes,) = plotted["fid_vs_epoch.png"]
+    assert (axes.xlabel, axes.ylabel) == ("epoch", "FID")
+    for name in ("NORMAL", "PNEUMONIA"):
+        of_class = [r for r in records if r["class"] == name]
+        label = f"{name} (N real {of_class[0]['num_real']}, generated {of_class[0]['num_fake']})"
+        assert axes.series[label] == [(r["epoch"], r["fid"]) for r in of_class]
+        assert {y for _, y in axes.series[f"{label}: floor"]} == {of_class[-1]["fid_floor"]}
 
 
+@pytest.mark.slow
 def test_batch_statistics_sampling_is_named_and_differs(evaluated_run):
     _, workdir = evaluated_run
     # Epoch 2 with running statistics was evaluated during training (the run's config.eval).
@@ -250,12 +257,14 @@ def test_a_class_too_small_for_the_floor_is_named_and_the_rest_reported(caplog):
     assert "COVID: 6 real images are too few for a real-vs-real floor" in caplog.text
 
 
+@pytest.mark.slow
 def test_an_unknown_resize_mode_lists_the_valid_ones(evaluated_run):
     _, workdir = evaluated_run
     with pytest.raises(ValueError, match=r"--config.eval.resize='bilinear' .* tf1, pytorch_fid"):
         gan_metrics.evaluate_run(workdir, resize="bilinear")
 
 
+@pytest.mark.slow
 def test_evaluate_folder_matches_a_direct_computation(evaluated_run, tmp_path):
     config, workdir = evaluated_run
     images, _ = runs.Run(workdir).generate_per_class(6, seed=3)
@@ -269,6 +278,7 @@ def test_evaluate_folder_matches_a_direct_computation(evaluated_run, tmp_path):
     assert records[1]["num_fake"] == 6 and records[1]["num_real"] == len(real)
 
 
+@pytest.mark.slow
 def test_evaluate_folder_of_another_size_or_classes_says_both(evaluated_run, tmp_path):
     config, _ = evaluated_run
     wrong_size = {name: np.zeros((2, 16, 16, 1), np.uint8) for name in ("NORMAL", "PNEUMONIA")}
@@ -281,6 +291,7 @@ def test_evaluate_folder_of_another_size_or_classes_says_both(evaluated_run, tmp
         gan_metrics.evaluate_folder(tmp_path / "classes", config)
 
 
+@pytest.mark.slow
 def test_a_split_too_small_for_fid_names_the_split_flag(evaluated_run):
     config, _ = evaluated_run
     small = config.copy_and_resolve_references()

@@ -1,11 +1,13 @@
-"""Every shipped GAN config (and every point of every shipped sweep) passes the option checks."""
+"""Every shipped config passes the option checks: each GAN job (and every point of every shipped
+sweep) the GAN loop's, each study (alone, or the one beside a pipeline's or sweep's GAN) the
+study's."""
 
 import importlib
 import pathlib
 
 import pytest
 
-from xraygan_jax import errors, gan_loop, sweep
+from xraygan_jax import errors, gan_loop, pipeline, study, sweep
 
 CONFIGS = sorted(
     path.stem
@@ -14,8 +16,7 @@ CONFIGS = sorted(
 )
 
 
-def _gan_configs(name):
-    config = importlib.import_module(f"experiments.configs.{name}").get_config()
+def _gan_configs(config):
     if "sweep" in config:
         return [sweep.point_config(config, point) for point in sweep.points(config)]
     if "model" in config and "nz" in config.model:
@@ -28,11 +29,26 @@ def _gan_configs(name):
     return []
 
 
+def _study_configs(config):
+    if "study" in config:
+        return [config]
+    if "study_job" in config:  # the pipelines' and sweeps' study, on their data
+        return [pipeline.study_config(config, epoch=1)]
+    return []
+
+
 @pytest.mark.parametrize("name", CONFIGS)
 def test_shipped_config_options_are_valid(name):
-    for job in _gan_configs(name):
+    config = importlib.import_module(f"experiments.configs.{name}").get_config()
+    gan_jobs, study_jobs = _gan_configs(config), _study_configs(config)
+    assert gan_jobs or study_jobs, f"{name}: holds neither a GAN job nor a study to check"
+    for job in gan_jobs:
         gan_loop.check_model_options(job)
         gan_loop.check_step_options(job)
+    for job in study_jobs:
+        study.check_config(job)
+        # Every study compares its arms with the 0% baseline, listed first.
+        assert study.plan_arms(job)[0] == study.Arm(0.0), name
 
 
 def test_the_small_data_config_is_the_comparisons_best_arm():

@@ -2,7 +2,7 @@
 
 import re
 
-from conftest import run_launcher, write_image
+from helpers import grid_tiles, read_grid_png, run_launcher, write_image
 from PIL import Image
 
 _TEST_CONFIG = "--config=experiments/configs/test.py"
@@ -47,9 +47,15 @@ def test_prepare_and_preview_kermany(kermany_tree, tmp_path):
         str(tmp_path / "preview" / f"kermany_train_{c}.png") for c in ("NORMAL", "PNEUMONIA")
     ]
     assert paths == expected
-    for path in paths:
+    # Each class's grid shows its train images (3 NORMAL, 4 PNEUMONIA; 32 px tiles, 2 x 2),
+    # which tell their class by their gray level (dark NORMAL, bright PNEUMONIA).
+    for path, count, (low, high) in zip(paths, (3, 4), ((30, 100), (150, 256)), strict=True):
         with Image.open(path) as image:
             assert image.format == "PNG" and image.width >= 256
+        tiles = grid_tiles(read_grid_png(path, 2 * (32 + 2) + 2), 32)
+        assert [low <= tile.mean() < high for tile in tiles] == [True] * count + [False] * (
+            4 - count
+        )
 
 
 def test_prepare_phantom_and_class_folders_from_the_command_line(tmp_path):

@@ -16,11 +16,9 @@ import ml_collections
 import numpy as np
 import optax
 import pytest
-from conftest import fid_weights_or_skip
 
 from xraygan_jax import errors, pixels
 from xraygan_jax.models import classifier, inception
-from xraygan_jax.pretrained import inception_weights
 
 # torchvision's parameter counts (`sum(p.numel() for p in resnetNN().parameters())`), its
 # 1000-class fc layer, and the two input channels conv1 loses on grey images (64 x 7 x 7 each).
@@ -426,10 +424,10 @@ def test_wrong_channel_count_is_named():
         _abstract_variables(classifier.resnet18(num_filters=8), 32, channels=3)
 
 
-def test_backbone_with_the_fid_weights_gives_the_fid_features():
+def test_backbone_with_the_fid_weights_gives_the_fid_features(fid_params):
     """InceptionTransfer's preprocessing and backbone against FIDInception on its own pipeline,
     on images of exact uint8 levels (where skipping the quantisation changes nothing)."""
-    fid_variables = fid_weights_or_skip(lambda: inception_weights.load_params(download=False))
+    fid_variables = fid_params
     model = classifier.InceptionTransfer(input_size=inception.INPUT_SIZE)
     variables = classifier.init_from_fid_inception(_inception_variables(), fid_variables)
     levels = np.random.default_rng(0).integers(0, 256, (1, 32, 32, 1))

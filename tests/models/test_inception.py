@@ -13,21 +13,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from conftest import fid_weights_or_skip
 
 from xraygan_jax.metrics import fid
 from xraygan_jax.models import inception
 from xraygan_jax.pretrained import inception_weights
 
 
-def _weights_or_skip():
-    return fid_weights_or_skip(lambda: inception_weights.load_params(download=False))
-
-
 @pytest.fixture(scope="module")
-def extractor():
+def extractor(fid_params):
     # Batch 2: three images make a full and a padded batch. Compiled once for the module.
-    return fid.InceptionFeatureExtractor(_weights_or_skip(), batch_size=2)
+    return fid.InceptionFeatureExtractor(fid_params, batch_size=2)
 
 
 def _resize_tf1_numpy(images: np.ndarray, size: int) -> np.ndarray:

@@ -13,19 +13,14 @@ import zipfile
 
 import numpy as np
 import pytest
-from conftest import fid_weights_or_skip
 
 from xraygan_jax.pretrained import inception_weights, torch_free_reader
 
 
-def _source_or_skip():
-    return fid_weights_or_skip(lambda: inception_weights.find_source(download=False))
-
-
 @pytest.fixture(scope="module")
-def source_path():
-    # Module-scoped, so found before a test's `empty_cache` redirects $XRAYGAN_CACHE.
-    return _source_or_skip()
+def source_path(fid_weights_source):
+    # Session-scoped, so found before a test's `empty_cache` redirects $XRAYGAN_CACHE.
+    return fid_weights_source
 
 
 @pytest.fixture(scope="module")

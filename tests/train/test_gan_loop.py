@@ -1,4 +1,8 @@
-"""End-to-end GAN training on the tiny test config: artifacts, exact resume, crashes, bad input."""
+"""End-to-end GAN training on the tiny test config: artifacts, exact resume, crashes, bad input.
+
+The conditional runs start from, or compare with, the session's shared `conditional_run`
+(conftest.py); the runs that train are marked slow.
+"""
 
 import errno
 import io
@@ -11,7 +15,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 import pytest
-from conftest import read_events, run_launcher
+from helpers import REPO_ROOT, grid_tiles, read_events, read_grid_png, run_launcher
 from PIL import Image
 
 from experiments.configs import test as test_config
@@ -20,9 +24,9 @@ from xraygan_jax.data import folders
 from xraygan_jax.train import checkpointing, reporting, setup, sharding, tensorboard_events
 
 
-def _config(tmp_path_factory, **train):
+def _config(data_dir, **train):
     config = test_config.get_config()
-    config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+    config.data.data_dir = data_dir
     for key, value in train.items():
         config.train[key] = value
     return config
@@ -63,47 +67,66 @@ def _assert_events_show_metrics_once(workdir, name):
 
 
 @pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
-    """One conditional GAN trained for 2 epochs, where `tensorboard` is a file, not a folder.
+def resumed_run(tmp_path_factory, data_dir):
+    """The shared run's conditional GAN trained 1 epoch, stopped, then resumed to epoch 2, in a
+    folder where `tensorboard` is a file, not a folder.
 
-    Returns (workdir, the warnings training gave). The resume test's reference run, too: a
-    TensorBoard folder that cannot be written must not change the training.
+    Returns (workdir, the warnings of each of the two attempts). Compared with the shared run,
+    which wrote its events: a TensorBoard folder that cannot be written must not change the
+    training, and neither may the stop.
     """
-    workdir = tmp_path_factory.mktemp("straight")
+    workdir = tmp_path_factory.mktemp("resumed")
     (workdir / "tensorboard").write_text("not a folder")
-    with warnings.catch_warnings(record=True) as warned:
-        warnings.simplefilter("always")
-        gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), workdir)
-    return workdir, warned
+    attempts = []
+    for num_epochs in (1, 2):
+        with warnings.catch_warnings(record=True) as warned:
+            warnings.simplefilter("always")
+            gan_loop.train_and_evaluate(
+                _config(data_dir, per_class=False, num_epochs=num_epochs), workdir
+            )
+        attempts.append(warned)
+        assert _epochs(workdir, "conditional") == list(range(1, num_epochs + 1))
+    return workdir, attempts
 
 
 @pytest.fixture(scope="module")
-def per_class_run(tmp_path_factory):
-    config = _config(tmp_path_factory)
+def per_class_run(tmp_path_factory, data_dir):
+    config = _config(data_dir)
     workdir = tmp_path_factory.mktemp("per_class")
     results = gan_loop.train_and_evaluate(config, workdir)
     return config, workdir, results
 
 
+@pytest.mark.slow
 def test_per_class_run_leaves_every_artifact(per_class_run):
     config, workdir, results = per_class_run
     assert sorted(results) == ["NORMAL", "PNEUMONIA"]
+    # The test config's 4 grid images: 2 x 2 tiles with 2-pixel black borders.
+    side = 2 * (config.data.image_size + 2) + 2
+    tiles = {}
     for name, result in results.items():
         assert _epochs(workdir, name) == [1, 2]
-        assert (workdir / "samples" / name / "epoch_0001.png").exists()
-        grid = Image.open(workdir / "samples" / name / "epoch_0002.png")
-        assert grid.size[0] > config.data.image_size
+        for epoch in (1, 2):
+            grid = read_grid_png(workdir / "samples" / name / f"epoch_000{epoch}.png", side)
+            tiles[name, epoch] = grid_tiles(grid, config.data.image_size)
+            assert len(tiles[name, epoch]) == 4
+        # Four latents, four different images; training changed them.
+        first, *others = tiles[name, 2]
+        assert all(not np.array_equal(first, other) for other in others)
+        assert not np.array_equal(tiles[name, 1][0], first)
         assert pathlib.Path(result.loss_plot).exists()
         history = reporting.read_metrics(workdir / "metrics.jsonl", gan=name)
         assert len(history) == result.steps > 0
         assert all(np.isfinite(r["loss/d"]) and np.isfinite(r["loss/g"]) for r in history)
-        assert 0.0 <= history[-1]["d/real_prob"] <= 1.0
+    # Each class's grid is its own GAN's: the same latents draw other images.
+    assert not np.array_equal(tiles["NORMAL", 2][0], tiles["PNEUMONIA", 2][0])
     saved = json.loads((workdir / "config.json").read_text())
     assert saved["model"]["ngf"] == config.model.ngf
     summary = (workdir / "summary.md").read_text()
     assert "NORMAL" in summary and "plots/losses_PNEUMONIA.png" in summary
 
 
+@pytest.mark.slow
 def test_tensorboard_events_hold_every_logged_scalar_and_each_sample_grid(per_class_run):
     config, workdir, results = per_class_run
     assert sorted(p.name for p in (workdir / "tensorboard").iterdir()) == ["NORMAL", "PNEUMONIA"]
@@ -115,15 +138,18 @@ def test_tensorboard_events_hold_every_logged_scalar_and_each_sample_grid(per_cl
         last_steps = [max(r["step"] for r in history if r["epoch"] == e) for e in (1, 2)]
         grids = events.Images(f"samples/{name}")
         assert [grid.step for grid in grids] == last_steps  # a grid per epoch, as samples/
-        for grid in grids:
+        for epoch, grid in enumerate(grids, start=1):
             assert (grid.width, grid.height) == (side, side)
             pixels = np.asarray(Image.open(io.BytesIO(grid.encoded_image_string)))
             assert pixels.shape == (side, side, 3)
             assert (pixels[..., 0] == pixels[..., 1]).all() and (
                 pixels[..., 1] == pixels[..., 2]
             ).all()
-            assert pixels[:2].max() == 0 and pixels[:, -2:].max() == 0
-            assert pixels[2 : 2 + config.data.image_size, 2 : 2 + config.data.image_size].std() > 0
+            assert len(grid_tiles(pixels, config.data.image_size)) == 4  # black borders
+            # The tiles of the epoch's PNG in samples/, without its title (the PNG's gray colour
+            # map may round a level by one).
+            png = read_grid_png(workdir / "samples" / name / f"epoch_000{epoch}.png", side)
+            np.testing.assert_allclose(pixels[..., :1], png.astype(int), rtol=0, atol=1)
 
 
 def test_a_resumed_gan_hides_the_events_its_stopped_attempt_logged_after_the_checkpoint(tmp_path):
@@ -147,18 +173,21 @@ def test_a_resumed_gan_hides_the_events_its_stopped_attempt_logged_after_the_che
     assert events.Images("samples/X") == []
 
 
-def test_an_unwritable_tensorboard_folder_warns_once_and_training_goes_on(straight_run):
-    workdir, warned = straight_run
-    messages = [
-        str(w.message) for w in warned if w.category is tensorboard_events.TensorBoardWarning
-    ]
-    assert len(messages) == 1, messages
-    assert re.fullmatch(
-        r"TensorBoard events are off for the rest of this run: \[Errno 20\] Not a directory: "
-        r"'\S+/tensorboard/conditional'\. metrics\.jsonl and eval\.jsonl still get every value; "
-        r"make \S+/tensorboard a writable folder, or set --config\.train\.tensorboard=false\.",
-        messages[0],
-    ), messages[0]
+@pytest.mark.slow
+def test_an_unwritable_tensorboard_folder_warns_once_and_training_goes_on(resumed_run):
+    workdir, attempts = resumed_run
+    for warned in attempts:  # once per attempt, however many steps it logs
+        messages = [
+            str(w.message) for w in warned if w.category is tensorboard_events.TensorBoardWarning
+        ]
+        assert len(messages) == 1, messages
+        assert re.fullmatch(
+            r"TensorBoard events are off for the rest of this run: \[Errno 20\] Not a directory: "
+            r"'\S+/tensorboard/conditional'\. metrics\.jsonl and eval\.jsonl still get every "
+            r"value; make \S+/tensorboard a writable folder, or set "
+            r"--config\.train\.tensorboard=false\.",
+            messages[0],
+        ), messages[0]
     history = reporting.read_metrics(workdir / "metrics.jsonl", gan="conditional")
     assert [r["step"] for r in history] == list(range(1, 13))  # 2 epochs of 6 steps
     assert _epochs(workdir, "conditional") == [1, 2]
@@ -187,6 +216,7 @@ def test_a_failed_event_write_warns_once_and_never_blocks(tmp_path, monkeypatch)
     assert not events.active
 
 
+@pytest.mark.slow
 def test_per_class_gans_have_different_parameters(per_class_run):
     _, workdir, _ = per_class_run
     normal = _final_params(workdir, "NORMAL")["g"]
@@ -195,6 +225,7 @@ def test_per_class_gans_have_different_parameters(per_class_run):
     assert max(jax.tree.leaves(differences)) > 0
 
 
+@pytest.mark.slow
 def test_generate_writes_png_folders(per_class_run, tmp_path):
     _, workdir, _ = per_class_run
     images, epochs = runs.Run(workdir).generate_per_class(5, seed=1)
@@ -207,22 +238,21 @@ def test_generate_writes_png_folders(per_class_run, tmp_path):
     np.testing.assert_array_equal(np.asarray(png), images["PNEUMONIA"][4, ..., 0])
 
 
-def test_stop_and_resume_is_exact(tmp_path_factory, straight_run):
-    straight, _ = straight_run  # Trained without TensorBoard events (they cannot be written).
-    resumed = tmp_path_factory.mktemp("resumed")
-    gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False, num_epochs=1), resumed)
-    assert _epochs(resumed, "conditional") == [1]
-    gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), resumed)
-    assert _epochs(resumed, "conditional") == [1, 2]
-
-    expected = _final_params(straight, "conditional")
+@pytest.mark.slow
+def test_stop_and_resume_is_exact(resumed_run, conditional_run):
+    resumed, _ = resumed_run  # Trained without TensorBoard events (they cannot be written).
+    # The shared run trained the same GAN straight through, writing its events.
+    expected = _final_params(conditional_run.workdir, "conditional")
     actual = _final_params(resumed, "conditional")
     jax.tree.map(np.testing.assert_array_equal, expected, actual)
 
 
-def test_killed_while_saving_keeps_the_previous_checkpoint(tmp_path_factory, monkeypatch):
-    workdir = tmp_path_factory.mktemp("killed")
-    gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False, num_epochs=1), workdir)
+@pytest.mark.slow
+def test_killed_while_saving_keeps_the_previous_checkpoint(
+    copy_of_conditional_run, data_dir, monkeypatch
+):
+    # Stopped after epoch 1: its records and events of epoch 2 stay, as a killed run's would.
+    workdir = copy_of_conditional_run("killed", keep_epochs=1)
     checkpoints = workdir / "checkpoints" / "conditional"
     saved = {path.name for path in checkpoints.iterdir()}
     save_json = ocp.handlers.JsonCheckpointHandler.async_save
@@ -235,23 +265,26 @@ def test_killed_while_saving_keeps_the_previous_checkpoint(tmp_path_factory, mon
     with monkeypatch.context() as patch:
         patch.setattr(ocp.handlers.JsonCheckpointHandler, "async_save", killed)
         with pytest.raises(KeyboardInterrupt):
-            gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), workdir)
+            gan_loop.train_and_evaluate(_config(data_dir, per_class=False), workdir)
     # The half-written checkpoint is on disk, but not counted.
     assert {path.name for path in checkpoints.iterdir()} - saved
     assert _epochs(workdir, "conditional") == [1]
 
-    gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False), workdir)
+    gan_loop.train_and_evaluate(_config(data_dir, per_class=False), workdir)
     assert _epochs(workdir, "conditional") == [1, 2]
-    # Both attempts logged epoch 2's steps; TensorBoard shows each once.
+    # Three attempts logged epoch 2's steps (the shared run, the killed one, this one);
+    # TensorBoard shows each once.
     _assert_events_show_metrics_once(workdir, "conditional")
 
 
-def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("nan")
-    gan_loop.train_and_evaluate(_config(tmp_path_factory, per_class=False, num_epochs=1), workdir)
+@pytest.mark.slow
+def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(
+    copy_of_conditional_run, data_dir
+):
+    workdir = copy_of_conditional_run("nan", keep_epochs=1)
     good = _final_params(workdir, "conditional")
 
-    config = _config(tmp_path_factory, per_class=False)
+    config = _config(data_dir, per_class=False)
     config.optim.d_lr = float("nan")
     message = r"non-finite loss/[dg]=nan at step \d+ \(epoch 2\)"
     with pytest.raises(errors.TrainingDivergedError, match=message):
@@ -260,12 +293,10 @@ def test_nan_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(tmp_pat
     jax.tree.map(np.testing.assert_array_equal, good, _final_params(workdir, "conditional"))
 
 
-def test_checkpoint_of_another_architecture_is_named_and_kept(tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("arch")
-    config = _config(tmp_path_factory, per_class=False, num_epochs=1, tensorboard=False)
-    gan_loop.train_and_evaluate(config, workdir)
-    assert not (workdir / "tensorboard").exists()  # train.tensorboard=False: no events
-    config = _config(tmp_path_factory, per_class=False)
+@pytest.mark.slow
+def test_checkpoint_of_another_architecture_is_named_and_kept(copy_of_conditional_run, data_dir):
+    workdir = copy_of_conditional_run("arch", keep_epochs=1)
+    config = _config(data_dir, per_class=False)
     config.model.ngf = 16
     with pytest.raises(
         ValueError, match=r"different architecture[\s\S]*model\.ngf: checkpoint 8, config 16"
@@ -317,6 +348,7 @@ def test_launcher_rejects_a_batch_that_does_not_divide_over_devices(tmp_path):
     )
 
 
+@pytest.mark.slow
 def test_generate_launcher_writes_the_asked_number_per_class(per_class_run, tmp_path):
     _, workdir, _ = per_class_run
     result = run_launcher(
@@ -334,6 +366,7 @@ def test_generate_launcher_writes_the_asked_number_per_class(per_class_run, tmp_
         ]
 
 
+@pytest.mark.slow
 def test_generate_names_the_saved_epochs_when_asked_for_another(per_class_run):
     _, workdir, _ = per_class_run
     with pytest.raises(
@@ -342,8 +375,8 @@ def test_generate_names_the_saved_epochs_when_asked_for_another(per_class_run):
         runs.Run(workdir).restore_generator("NORMAL", 7)
 
 
-def test_per_class_gans_start_from_different_weights(tmp_path_factory):
-    config = _config(tmp_path_factory)
+def test_per_class_gans_start_from_different_weights():
+    config = test_config.get_config()
     _, init = setup.abstract_state(config, 2, sharding.make_mesh())
     first = init(runs.gan_key(config, runs.INIT_STREAM, 0))
     second = init(runs.gan_key(config, runs.INIT_STREAM, 1))
@@ -355,6 +388,7 @@ def test_per_class_gans_start_from_different_weights(tmp_path_factory):
     assert not np.array_equal(jax.random.key_data(steps_0), jax.random.key_data(steps_1))
 
 
+@pytest.mark.slow
 def test_sampling_reads_no_optimiser_state(per_class_run, tmp_path):
     _, workdir, _ = per_class_run
     # A copy of the run whose config names another optimiser: the optimiser state on disk no
@@ -388,14 +422,13 @@ def test_truncate_records_drops_what_a_resume_repeats(tmp_path):
     assert [json.loads(x)["epoch"] for x in run.eval_path.read_text().splitlines()] == [1, 2]
 
 
+@pytest.mark.slow
 def test_a_killed_run_resumes_with_each_record_once(tmp_path):
     """SIGKILL a real training process after it logged steps past its last checkpoint."""
     import signal
     import subprocess
     import sys
     import time
-
-    from conftest import REPO_ROOT
 
     workdir = tmp_path / "run"
     args = [
@@ -435,12 +468,16 @@ def test_a_killed_run_resumes_with_each_record_once(tmp_path):
     _assert_events_show_metrics_once(workdir, "conditional")
 
 
-def test_too_few_images_for_a_full_batch_still_train_with_the_partial_batch(tmp_path_factory):
-    config = _config(tmp_path_factory, per_class=False, num_epochs=1, batch_size=64)
+@pytest.mark.slow
+def test_too_few_images_for_a_full_batch_still_train_with_the_partial_batch(
+    tmp_path_factory, data_dir
+):
+    config = _config(data_dir, per_class=False, num_epochs=1, batch_size=64, tensorboard=False)
     config.data.phantom.num_train = 12
     workdir = tmp_path_factory.mktemp("partial")
     results = gan_loop.train_and_evaluate(config, workdir)
     assert results["conditional"].steps == 1  # one partial batch of 12 images per epoch
+    assert not (workdir / "tensorboard").exists()  # train.tensorboard=False: no events
     config.train.drop_remainder = True
     with pytest.raises(
         errors.DataError,
@@ -450,6 +487,7 @@ def test_too_few_images_for_a_full_batch_still_train_with_the_partial_batch(tmp_
         gan_loop.train_and_evaluate(config, tmp_path_factory.mktemp("dropped"))
 
 
+@pytest.mark.slow
 def test_an_unsupported_image_size_fails_before_the_workdir_is_written(tmp_path):
     workdir = tmp_path / "run"
     result = _launch(
@@ -480,8 +518,8 @@ def test_generate_launcher_without_a_run_prints_one_line(tmp_path):
     assert "is not a training run directory" in result.stderr
 
 
-def test_unknown_loss_or_augmentation_is_refused_before_training(tmp_path_factory):
-    config = _config(tmp_path_factory)
+def test_unknown_loss_or_augmentation_is_refused_before_training(data_dir):
+    config = _config(data_dir)
     config.train.loss = "wgan"
     with pytest.raises(errors.ConfigError, match=r"'wgan' does not exist; use one of: bce"):
         gan_loop.validate(config)

@@ -84,6 +84,7 @@ def _run(kind: str, compute_dtype: str):
     return initial, state, {name: np.array(values) for name, values in curves.items()}
 
 
+@pytest.mark.slow  # trains each GAN in both precisions
 @pytest.mark.parametrize("kind", ["dcgan", "fcgan"])
 def test_bfloat16_loss_curves_stay_close_to_float32(kind):
     initial32, _, curves32 = _run(kind, "float32")

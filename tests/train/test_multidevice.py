@@ -117,6 +117,7 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     }
 
 
+@pytest.mark.slow  # a training run in a child process with 8 fake devices
 def test_eight_devices_match_one_device():
     environment = dict(os.environ)
     environment["XLA_FLAGS"] = (

@@ -43,15 +43,28 @@ def test_progress_rate_and_eta_skip_the_compiling_first_step(monkeypatch):
     assert progress.eta_seconds(103.0) == 7 * 64 / rate
 
 
-def test_loss_curves_and_metric_plots_are_pictures(tmp_path):
+def test_loss_curves_and_metric_plots_draw_the_records(tmp_path, plotted):
     records = [{"step": s, "loss/g": 1 + 0.1 * s, "loss/d": 1 - 0.05 * s} for s in range(1, 20)]
     path = viz.plot_loss_curves(records, tmp_path / "plots" / "loss.png")
     image = np.asarray(Image.open(path).convert("L"))
-    assert image.shape == (400, 800) and image.std() > 10
+    assert image.shape == (400, 800)
+    (axes,) = plotted["loss.png"]
+    assert (axes.xlabel, axes.ylabel) == ("step", "loss")
+    assert list(axes.series) == ["G", "D"]
+    np.testing.assert_allclose(axes.series["G"], [(r["step"], r["loss/g"]) for r in records])
+    np.testing.assert_allclose(axes.series["D"], [(r["step"], r["loss/d"]) for r in records])
     path = viz.plot_metric_by_epoch(
-        {"NORMAL": ([20, 40], [300.0, 250.0])}, tmp_path / "fid.png", ylabel="FID", title="t"
+        {"NORMAL": ([20, 40], [300.0, 250.0])},
+        tmp_path / "fid.png",
+        ylabel="FID",
+        title="t",
+        floors={"NORMAL": 50.0},
     )
     assert Image.open(path).size == (700, 400)
+    (axes,) = plotted["fid.png"]
+    assert (axes.title, axes.xlabel, axes.ylabel) == ("t", "epoch", "FID")
+    assert axes.series["NORMAL"] == [(20, 300.0), (40, 250.0)]
+    assert [y for _, y in axes.series["NORMAL: floor"]] == [50.0, 50.0]  # dashed, across
 
 
 def test_the_finished_progress_line_shows_the_elapsed_time(monkeypatch, capsys):

@@ -228,10 +228,11 @@ def test_ada_p_rises_while_d_overfits_a_fixed_real_batch():
     assert (signs > 0.6).sum() >= 8 and ps[-1] >= 0.12, history
 
 
-def test_ada_p_survives_stop_and_resume(tmp_path_factory):
+@pytest.mark.slow
+def test_ada_p_survives_stop_and_resume(tmp_path_factory, data_dir):
     def config(num_epochs):
         job = test_config.get_config()
-        job.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+        job.data.data_dir = data_dir
         job.train.per_class = False
         job.train.num_epochs = num_epochs
         job.train.ada = True
@@ -331,12 +332,13 @@ def test_image_budget_is_rounded_up_to_whole_epochs(kimg, per_epoch, expected):
     assert gan_loop.num_epochs_for(config, per_epoch) == expected
 
 
+@pytest.mark.slow
 def test_a_subset_per_class_trains_on_that_many_images_and_reports_images_shown(
-    tmp_path_factory,
+    tmp_path_factory, data_dir
 ):
     """Also the training loop's lazy R1: R1 on steps 0, r1_every, 2 * r1_every, ..."""
     config = test_config.get_config()
-    config.data.data_dir = str(tmp_path_factory.getbasetemp() / "tfds")
+    config.data.data_dir = data_dir
     config.data.train_images_per_class = 8
     config.train.num_images = 0.04  # 40 images = 5 epochs of 8
     config.train.r1_weight = 1.0
