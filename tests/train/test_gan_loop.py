@@ -375,6 +375,7 @@ def test_generate_names_the_saved_epochs_when_asked_for_another(per_class_run):
         runs.Run(workdir).restore_generator("NORMAL", 7)
 
 
+@pytest.mark.slow  # 7-22 s of compilation: the fast tier's heaviest
 def test_per_class_gans_start_from_different_weights():
     config = test_config.get_config()
     _, init = setup.abstract_state(config, 2, sharding.make_mesh())

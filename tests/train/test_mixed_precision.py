@@ -193,6 +193,7 @@ def test_bfloat16_module_outputs():
         assert stats and {leaf.dtype for leaf in stats} == {jnp.dtype(jnp.float32)}
 
 
+@pytest.mark.slow  # 7-22 s of compilation: the fast tier's heaviest
 def test_bfloat16_with_the_discriminator_options_and_penalties():
     """LayerNorm, spectral norm and the ACGAN head in D, and WGAN-GP (a gradient of gradients
     through the custom VJPs, as R1's), in bf16: finite, state float32, convolutions in bf16."""

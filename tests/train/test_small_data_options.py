@@ -114,6 +114,7 @@ def _spectral_norm_variables(kind, steps_taken):
     return variables
 
 
+@pytest.mark.slow  # 7-22 s of compilation: the fast tier's heaviest
 @pytest.mark.parametrize("kind", ["dcgan", "fcgan"])
 def test_spectral_norm_of_each_weight_is_one_after_power_iterations(kind):
     variables = _spectral_norm_variables(kind, steps_taken=30)
@@ -261,6 +262,7 @@ def test_ada_p_survives_stop_and_resume(tmp_path_factory, data_dir):
     jax.tree.map(np.testing.assert_array_equal, expected.d_params, actual.d_params)
 
 
+@pytest.mark.slow  # 7-22 s of compilation: the fast tier's heaviest
 def test_lazy_r1_turns_chosen_on_the_host_equal_the_in_step_cond():
     options = steps.StepOptions(r1_weight=1.0, r1_every=2)
     assert [options.at_step(step).r1_now for step in range(5)] == [True, False, True, False, True]
@@ -284,6 +286,7 @@ def test_lazy_r1_turns_chosen_on_the_host_equal_the_in_step_cond():
     jax.tree.map(np.testing.assert_array_equal, without.d_params, by_host.d_params)
 
 
+@pytest.mark.slow  # 7-22 s of compilation: the fast tier's heaviest
 def test_acgan_adds_the_class_cross_entropy_to_both_losses():
     state, batch = _state(conditioning="acgan"), _real_batch()
     key = jax.random.key(7, impl="rbg")

@@ -199,6 +199,7 @@ def test_sngan_step_with_its_config_changes_every_part():
             assert float(jnp.max(jnp.abs(leaf - after[path]))) > 0, path
 
 
+@pytest.mark.slow  # 7-22 s of compilation: the fast tier's heaviest
 def test_sngan_discriminator_updates_lower_its_hinge_loss_on_a_fixed_batch():
     """Four D updates on one real batch and the same fakes (same key): the loss before each
     update falls, and by more than noise. Adam at lr 1e-3 so that four steps move it clearly."""
