@@ -14,7 +14,8 @@ trained-out one by more than validation noise to replace it). With `patience_eva
 also stops after that many evaluations without improvement. The test split is never seen here.
 
 The step runs under `jax.jit` on the ("data",) mesh like the GAN's (state replicated, batch split).
-Classifiers train one at a time: seeds vmapped together or one worker process per core were not
+The study trains its classifiers one at a time by default: seeds vmapped together, one worker
+process per core, or two threads (`study.threads`; this function is thread-safe) were not
 faster on the 2-core CPU (docs/performance.md, "Study classifiers").
 The kept weights are saved with orbax in `workdir` (one checkpoint, numbered by its step).
 """
