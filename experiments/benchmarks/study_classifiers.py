@@ -165,18 +165,42 @@ def convergence(seeds: list[int]) -> dict:
                 f"{row['auc']:.3f} best step {row['best_step']} ({row['seconds']:.1f} s)",
                 flush=True,
             )
+    return {"rows": rows, "summary": summarise_seeds(rows)}
+
+
+def sd_interval(sd: float, num_seeds: int, level: float = 0.95) -> tuple[float, float]:
+    """The chi-square interval of a standard deviation over `num_seeds` (normal seeds)."""
+    import scipy.stats
+
+    if num_seeds < 2:
+        return float("nan"), float("nan")
+    dof = num_seeds - 1
+    tail = (1 - level) / 2
+    return (
+        sd * (dof / scipy.stats.chi2.ppf(1 - tail, dof)) ** 0.5,
+        sd * (dof / scipy.stats.chi2.ppf(tail, dof)) ** 0.5,
+    )
+
+
+def summarise_seeds(rows: list[dict]) -> dict:
+    """Prints and returns mean, sd (with its 95% interval), min and max of each metric."""
     summary = {}
-    print("| metric (threshold 0.5) | mean | sd over seeds | min | max |\n|---|---|---|---|---|")
+    print(
+        "| metric (threshold 0.5) | mean | sd over seeds [95% CI] | min | max |\n"
+        "|---|---|---|---|---|"
+    )
     for key in ("accuracy", "sensitivity", "specificity", "auc", "seconds"):
         values = [row[key] for row in rows]
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        summary[key] = {"mean": statistics.mean(values), "sd": sd}
+        low, high = sd_interval(sd, len(values))
+        summary[key] = {"mean": statistics.mean(values), "sd": sd, "sd_low": low, "sd_high": high}
         scale = 1 if key == "seconds" else 100
         print(
-            f"| {key} | {statistics.mean(values) * scale:.1f} | {sd * scale:.1f} | "
-            f"{min(values) * scale:.1f} | {max(values) * scale:.1f} |"
+            f"| {key} | {statistics.mean(values) * scale:.1f} | {sd * scale:.2f} "
+            f"[{low * scale:.2f}, {high * scale:.2f}] | {min(values) * scale:.1f} | "
+            f"{max(values) * scale:.1f} |"
         )
-    return {"rows": rows, "summary": summary}
+    return summary
 
 
 # Speed levers. Each trains `seeds` and returns the seconds it took.
