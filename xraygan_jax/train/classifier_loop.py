@@ -142,9 +142,14 @@ def predict(state, images: np.ndarray, *, batch_size: int = _EVAL_BATCH) -> np.n
     return np.concatenate(outputs).astype(np.float64)
 
 
-def _validation_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+def _image_losses(labels: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Each image's binary cross-entropy, probabilities clipped to [1e-7, 1 - 1e-7]."""
     clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
-    return float(-np.mean(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped)))
+    return -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
+
+
+def _validation_loss(labels: np.ndarray, probabilities: np.ndarray) -> float:
+    return float(np.mean(_image_losses(labels, probabilities)))
 
 
 def validation_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str, float]:
@@ -169,9 +174,11 @@ def validation_scores(labels: np.ndarray, probabilities: np.ndarray) -> dict[str
 
 
 def selection_standard_error(
-    select_metric: str, labels: np.ndarray, probabilities: np.ndarray
+    select_metric: str, labels: np.ndarray, probabilities: np.ndarray, score: float
 ) -> float:
     """The standard error of a validation score over resamples of the validation images.
+
+    `score` is the score itself (`validation_scores`' value of `select_metric`).
 
     AUC: DeLong's (`classification.auc_standard_error`); accuracy at 0.5 or at the validation
     threshold: the binomial sqrt(p (1 - p) / n); validation loss: the per-image losses' standard
@@ -186,11 +193,8 @@ def selection_standard_error(
     if n < 2:
         return float("nan")
     if select_metric == "val_loss":
-        clipped = np.clip(probabilities, 1e-7, 1 - 1e-7)
-        losses = -(labels * np.log(clipped) + (1 - labels) * np.log(1 - clipped))
-        return float(losses.std(ddof=1) / np.sqrt(n))
-    accuracy = validation_scores(labels, probabilities)[_HISTORY_KEYS[select_metric]]
-    return float(np.sqrt(accuracy * (1 - accuracy) / n))
+        return float(_image_losses(labels, probabilities).std(ddof=1) / np.sqrt(n))
+    return float(np.sqrt(score * (1 - score) / n))  # an accuracy
 
 
 def choose_kept(
@@ -317,7 +321,7 @@ def train_classifier(
             **scores,
             "select/val": selected,
             "select_se/val": selection_standard_error(
-                select_metric, val_set.labels, val_probabilities
+                select_metric, val_set.labels, val_probabilities, selected
             ),
         }
         history.append(record)
