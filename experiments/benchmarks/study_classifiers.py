@@ -168,22 +168,10 @@ def convergence(seeds: list[int]) -> dict:
     return {"rows": rows, "summary": summarise_seeds(rows)}
 
 
-def sd_interval(sd: float, num_seeds: int, level: float = 0.95) -> tuple[float, float]:
-    """The chi-square interval of a standard deviation over `num_seeds` (normal seeds)."""
-    import scipy.stats
-
-    if num_seeds < 2:
-        return float("nan"), float("nan")
-    dof = num_seeds - 1
-    tail = (1 - level) / 2
-    return (
-        sd * (dof / scipy.stats.chi2.ppf(1 - tail, dof)) ** 0.5,
-        sd * (dof / scipy.stats.chi2.ppf(tail, dof)) ** 0.5,
-    )
-
-
 def summarise_seeds(rows: list[dict]) -> dict:
     """Prints and returns mean, sd (with its 95% interval), min and max of each metric."""
+    from xraygan_jax.metrics import statistics as stats
+
     summary = {}
     print(
         "| metric (threshold 0.5) | mean | sd over seeds [95% CI] | min | max |\n"
@@ -192,7 +180,7 @@ def summarise_seeds(rows: list[dict]) -> dict:
     for key in ("accuracy", "sensitivity", "specificity", "auc", "seconds"):
         values = [row[key] for row in rows]
         sd = statistics.stdev(values) if len(values) > 1 else 0.0
-        low, high = sd_interval(sd, len(values))
+        low, high = stats.sd_interval(sd, len(values))
         summary[key] = {"mean": statistics.mean(values), "sd": sd, "sd_low": low, "sd_high": high}
         scale = 1 if key == "seconds" else 100
         print(

@@ -926,3 +926,19 @@ def recovered_share(
     se = float(np.sqrt(max(variance, 0.0)) * np.sqrt(num_seeds / (num_seeds - 1)))
     quantile = float(scipy.stats.t.ppf(1 - (1 - confidence) / 2, num_seeds - 1))
     return {"share": float(share), "low": share - quantile * se, "high": share + quantile * se}
+
+
+def sd_interval(sd: float, num_seeds: int, level: float = 0.95) -> tuple[float, float]:
+    """The chi-square interval of a standard deviation over `num_seeds` draws (assumed normal).
+
+    Describes how well a seed-to-seed spread is known, e.g. a baseline's accuracy sd over seeds;
+    NaN for fewer than 2 seeds.
+    """
+    if num_seeds < 2:
+        return float("nan"), float("nan")
+    dof = num_seeds - 1
+    tail = (1 - level) / 2
+    return (
+        float(sd * np.sqrt(dof / scipy.stats.chi2.ppf(1 - tail, dof))),
+        float(sd * np.sqrt(dof / scipy.stats.chi2.ppf(tail, dof))),
+    )
