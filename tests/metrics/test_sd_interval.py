@@ -12,8 +12,7 @@ def test_the_sd_interval_covers_the_true_sd_at_its_nominal_rate(num_seeds):
     draws = generator.normal(0.80, 0.02, (4000, num_seeds))
     sds = draws.std(axis=1, ddof=1)
     covered = [
-        low <= 0.02 <= high
-        for low, high in (statistics.sd_interval(sd, num_seeds) for sd in sds)
+        low <= 0.02 <= high for low, high in (statistics.sd_interval(sd, num_seeds) for sd in sds)
     ]
     assert np.mean(covered) == pytest.approx(0.95, abs=0.015)
 
