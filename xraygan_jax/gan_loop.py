@@ -255,9 +255,12 @@ class _Compiled:
         """
         options = self.options.at_step(step)
         if options not in self._train_steps:
+            # YNNPACK's reduce fusions take BatchNorm's statistics out of XLA's slow CPU loops:
+            # 1.2-1.4x the GAN step (docs/performance.md, "GAN step").
             self._train_steps[options] = compiler.jit(
                 functools.partial(steps.gan_train_step, options=options),
                 donate_argnums=0,
+                reduce_fusion=True,
                 **self._shardings,
             )
         return self._train_steps[options](state, batch, key)

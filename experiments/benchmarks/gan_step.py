@@ -1,6 +1,6 @@
 """DC-cGAN train step speed: this library (JAX) against PyTorch, side by side in one run.
 
-The step is the first report's: 64x64x1 images, batch 64, nz 100, ngf = ndf = 64, label
+The step is the first report's: 64x64x1 images, batch 64, nz 100, ngf = ndf = 64 (`--width`), label
 conditioning (G: embedding concatenated with z; D: a label plane), BCE, Adam(2e-4, 0.5), one D and
 one G update. The PyTorch side is the DCGAN tutorial's training iteration made conditional, as the
 report wrote it (nn.Sigmoid + nn.BCELoss, errD_real.backward(), fake.detach(), ...), on CPU with
@@ -15,6 +15,13 @@ median step time.
     pip install torch==2.13.0        # the PyTorch side only (CPU build)
     python -m experiments.benchmarks.gan_step
     python -m experiments.benchmarks.gan_step --batch_size=64 --rounds=5 --torch_compile=false
+
+The JAX step is compiled as the training loop compiles it, with YNNPACK's reduce fusions on CPU
+(BatchNorm's statistics); the row "JAX, no reduce fusion" (`--no_reduce_fusion_row=false` leaves
+it out) is the step without them. `--width` sets ngf = ndf of both sides: 64 is the reports', 32
+the main job's demo GAN (experiments/configs/pipeline_demo.py):
+
+    python -m experiments.benchmarks.gan_step --width=32 --rounds=5 --steps_per_round=5
 
 Without torch installed it times the JAX side alone. Mixed precision (config.train.compute_dtype)
 beside float32, JAX only:
@@ -58,13 +65,39 @@ _JAX_COMPUTE_DTYPES = flags.DEFINE_list(
     "config.train.compute_dtype values to time the JAX step with, each in its own process.",
 )
 _SNGAN = flags.DEFINE_bool("sngan", True, "Also time the SN-ResNet cGAN (configs/sngan.py).")
+_WIDTH = flags.DEFINE_integer(
+    "width", 64, "ngf = ndf of the DC-cGAN (64: the reports'; 32: the main job's demo GAN)."
+)
+_NO_REDUCE_FUSION = flags.DEFINE_bool(
+    "no_reduce_fusion_row",
+    True,
+    "Also time JAX without YNNPACK's reduce fusions (the training loop compiles with them).",
+)
 SNGAN_NAME = "JAX sngan (SN-ResNet)"
+NO_REDUCE_NAME = "JAX, no reduce fusion"
 
 NUM_CLASSES = 2
 
 
-def _jax_side(config, batch_size: int, image_size: int, compute_dtype: str = "float32"):
-    """(initial GANState, a function running one step and waiting for it)."""
+def _dcgan_config(width: int):
+    """The reports' DC-cGAN config with ngf = ndf = width."""
+    config = dcgan_config.get_config()
+    config.model.ngf = config.model.ndf = width
+    return config
+
+
+def _jax_side(
+    config,
+    batch_size: int,
+    image_size: int,
+    compute_dtype: str = "float32",
+    reduce_fusion: bool = True,
+):
+    """(initial GANState, a function running one step and waiting for it).
+
+    The step is compiled as the training loop compiles it (YNNPACK's reduce fusions on CPU)
+    unless `reduce_fusion` is False.
+    """
     config.data.image_size = image_size
     config.train.compute_dtype = compute_dtype
     initial_state = jax.jit(setup.make_init(config, NUM_CLASSES))(jax.random.key(0))
@@ -77,7 +110,9 @@ def _jax_side(config, batch_size: int, image_size: int, compute_dtype: str = "fl
     }
     options = steps.StepOptions.from_config(config.train)
     train_step = compiler.jit(
-        functools.partial(steps.gan_train_step, options=options), donate_argnums=0
+        functools.partial(steps.gan_train_step, options=options),
+        donate_argnums=0,
+        reduce_fusion=reduce_fusion,
     )
     base_key = jax.random.key(1)
     # A copy to donate; initial_state stays for the parity check.
@@ -240,9 +275,17 @@ def _torch_step_fn(torch, config, generator, discriminator, batch, nz: int):
     return step
 
 
-def _jax_runner(batch_size: int, image_size: int, compute_dtype: str = "float32"):
+def _jax_runner(
+    batch_size: int,
+    image_size: int,
+    width: int,
+    compute_dtype: str = "float32",
+    reduce_fusion: bool = True,
+):
     """Builds the JAX step in this process: a function running one step."""
-    _, _, run_step = _jax_side(dcgan_config.get_config(), batch_size, image_size, compute_dtype)
+    _, _, run_step = _jax_side(
+        _dcgan_config(width), batch_size, image_size, compute_dtype, reduce_fusion
+    )
     return run_step
 
 
@@ -256,11 +299,13 @@ def _jax_name(compute_dtype: str) -> str:
     return "JAX (xraygan_jax, jit)" if compute_dtype == "float32" else f"JAX {compute_dtype}"
 
 
-def _torch_runner(batch_size, image_size, torch_weights, threads: int, compile_modules: bool):
+def _torch_runner(
+    batch_size, image_size, width: int, torch_weights, threads: int, compile_modules: bool
+):
     """Builds the PyTorch step in this process from the JAX initial weights."""
     import torch
 
-    config = dcgan_config.get_config()
+    config = _dcgan_config(width)
     torch.set_num_threads(threads)
     torch.manual_seed(0)
     generator, discriminator = _torch_modules(torch, config, image_size)
@@ -301,7 +346,8 @@ def _torch_weights(config, batch_size: int, image_size: int):
 
 def main(argv):
     del argv
-    config = dcgan_config.get_config()
+    width = _WIDTH.value
+    config = _dcgan_config(width)
     batch_size, image_size = _BATCH_SIZE.value, _IMAGE_SIZE.value
     print(
         f"jax {jax.__version__} on {jax.devices()[0].device_kind}; batch {batch_size}, "
@@ -312,16 +358,26 @@ def main(argv):
         gan.compute_dtype(compute_dtype)  # an unknown name fails here, before any process starts
     torch_weights = _torch_weights(config, batch_size, image_size) if _TORCH.value else None
     factories = {
-        _jax_name(compute_dtype): (_jax_runner, (batch_size, image_size, compute_dtype))
+        _jax_name(compute_dtype): (_jax_runner, (batch_size, image_size, width, compute_dtype))
         for compute_dtype in _JAX_COMPUTE_DTYPES.value
     }
+    if _NO_REDUCE_FUSION.value:
+        args = (batch_size, image_size, width, "float32", False)
+        factories[NO_REDUCE_NAME] = (_jax_runner, args)
     if _SNGAN.value:
         factories[SNGAN_NAME] = (_sngan_runner, (batch_size, image_size))
     if torch_weights is not None:
         for name, compile_modules in (("PyTorch eager", False), ("PyTorch torch.compile", True)):
             if compile_modules and not _TORCH_COMPILE.value:
                 continue
-            args = (batch_size, image_size, torch_weights, _TORCH_THREADS.value, compile_modules)
+            args = (
+                batch_size,
+                image_size,
+                width,
+                torch_weights,
+                _TORCH_THREADS.value,
+                compile_modules,
+            )
             factories[name] = (_torch_runner, args)
     times = processes.time_in_processes(factories, _ROUNDS.value, _STEPS_PER_ROUND.value)
     rounds = {name: [statistics.median(round_) for round_ in runs] for name, runs in times.items()}
