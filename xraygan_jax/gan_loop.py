@@ -458,7 +458,7 @@ def _train_one_gan(
         history = reporting.read_metrics(run.metrics_path, gan=name)
         if history:
             loss_plot = viz.plot_loss_curves(
-                history, run.plots_dir / f"losses_{name}.png", title=f"G and D loss ({name})"
+                history, run.loss_plot_path(name), title=f"G and D loss ({name})"
             )
     return GANResult(
         name=name,
@@ -552,7 +552,7 @@ def save_sample_grids(
         generate = sampling.jitted_generate(batch_stats)
         images = jax.device_get(generate(generator, latents, label_array))
         if jax.process_index() == 0:
-            path = run.samples_dir(class_names[label]) / f"epoch_{epoch:04d}.png"
+            path = run.sample_grid_path(class_names[label], epoch)
             paths.append(
                 viz.save_image_grid(
                     np.asarray(images), path, title=f"{class_names[label]}, epoch {epoch}"
@@ -589,7 +589,8 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
             f"{m.get('loss/g', float('nan')):.3f} | {m.get('d/real_prob', float('nan')):.3f} | "
             f"{m.get('d/fake_prob', float('nan')):.3f} |"
         )
-    evaluation = gan_metrics.summary_section(gan_metrics.read_records(runs.Run(workdir).eval_path))
+    run = runs.Run(workdir)
+    evaluation = gan_metrics.summary_section(gan_metrics.read_records(run.eval_path))
     if evaluation:
         lines += ["", *evaluation]
     for result in results.values():
@@ -598,6 +599,5 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
             lines.append(f"![losses]({os.path.relpath(result.loss_plot, workdir)})")
         if result.sample_grids:
             lines.append(f"![last samples]({os.path.relpath(result.sample_grids[-1], workdir)})")
-    path = workdir / "summary.md"
-    path.write_text("\n".join(lines) + "\n")
-    return str(path)
+    run.summary_path.write_text("\n".join(lines) + "\n")
+    return str(run.summary_path)

@@ -120,7 +120,7 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
     lines.append("")
     real = _real_grids(config, workdir) if name == "gan" else {}
     for class_name in run.class_names:
-        grids = sorted(run.samples_dir(class_name).glob("epoch_*.png"))
+        grids = run.sample_grids(class_name)
         if not grids:
             continue
         lines.append(f"**{class_name}**: generated (last epoch)" + (" | real" if real else ""))
@@ -129,7 +129,7 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
         if class_name in real:
             row += f" ![{class_name} real]({_rel(real[class_name], workdir)})"
         lines += [row, ""]
-    for plot in sorted(run.plots_dir.glob("losses_*.png")):
+    for plot in run.loss_plots():
         lines += [f"![G and D loss]({_rel(plot, workdir)})", ""]
     evaluation = state.get("stages", {}).get("evaluate", {}).get("evaluation", {}).get(name)
     records = _eval_records(run)
@@ -139,7 +139,7 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
             "disjoint halves of its real train images):",
             "",
         ]
-        fid_plot = run.plots_dir / "fid_vs_epoch.png"
+        fid_plot = run.fid_plot_path
         if fid_plot.exists():
             lines += [f"![FID against epoch]({_rel(fid_plot, workdir)})", ""]
         best = evaluation["best_epoch"] if evaluation else max(r["epoch"] for r in records)

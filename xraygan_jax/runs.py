@@ -9,12 +9,16 @@ Layout of `workdir`:
   config.json                     the resolved config (written once the config is validated)
   checkpoints/<gan>/<epoch>/      orbax checkpoints (state, meta with the data position)
   samples/<class>/epoch_XXXX.png  sample grids from fixed latents
-  plots/                          loss curves, FID against epoch
+  plots/losses_<gan>.png          G's and D's losses against step
+  plots/fid_vs_epoch.png          FID against epoch per class, with the floors
   metrics.jsonl                   one record per training step
   eval.jsonl                      one record per (GAN, epoch, class) evaluation
   tensorboard/<gan>/              TensorBoard event files of the same values and the grids
   summary.md                      what was trained
   generated/<class>/*.png         images written by `experiments.generate`
+
+Every path of the layout is named here only: other modules ask a `Run` (`run.summary_path`,
+`run.sample_grid_path(class_name, epoch)`, `run.loss_plot_path(gan)`, ...).
 
 `<gan>` is the class name in per-class mode (one GAN per class, as the first report trained) and
 `conditional` in joint mode (one GAN conditioned on the label).
@@ -146,6 +150,27 @@ class Run:
 
     def samples_dir(self, class_name: str) -> pathlib.Path:
         return self.workdir / "samples" / class_name
+
+    def sample_grid_path(self, class_name: str, epoch: int) -> pathlib.Path:
+        """The PNG grid of a class's fixed latents at `epoch`: samples/<class>/epoch_XXXX.png."""
+        return self.samples_dir(class_name) / f"epoch_{int(epoch):04d}.png"
+
+    def sample_grids(self, class_name: str) -> list[pathlib.Path]:
+        """The class's saved sample grids, oldest first."""
+        return sorted(self.samples_dir(class_name).glob("epoch_*.png"))
+
+    def loss_plot_path(self, gan_name: str) -> pathlib.Path:
+        """G's and D's losses against step: plots/losses_<gan>.png."""
+        return self.plots_dir / f"losses_{gan_name}.png"
+
+    def loss_plots(self) -> list[pathlib.Path]:
+        """Every GAN's loss plot that exists, by GAN name."""
+        return sorted(self.plots_dir.glob("losses_*.png"))
+
+    @property
+    def fid_plot_path(self) -> pathlib.Path:
+        """FID against epoch per class, with the floors: plots/fid_vs_epoch.png."""
+        return self.plots_dir / "fid_vs_epoch.png"
 
     def checkpoint_dir(self, gan_name: str) -> pathlib.Path:
         return self.workdir / "checkpoints" / gan_name

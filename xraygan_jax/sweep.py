@@ -288,7 +288,7 @@ def _last_grids(folder: pathlib.Path) -> dict[str, pathlib.Path]:
     run = runs.Run(folder)
     grids = {}
     for name in run.class_names:
-        saved = sorted(run.samples_dir(name).glob("epoch_*.png"))
+        saved = run.sample_grids(name)
         if saved:
             grids[name] = saved[-1]
     return grids

@@ -528,3 +528,30 @@ def test_unknown_loss_or_augmentation_is_refused_before_training(data_dir):
     config.train.diffaugment = "color,flip"
     with pytest.raises(errors.ConfigError, match=r"'flip' does not exist; valid: color"):
         gan_loop.validate(config)
+
+
+def test_every_file_of_the_run_is_where_its_run_says(conditional_run):
+    run = runs.Run(conditional_run.workdir)
+    (gan_name,) = [name for name, _ in run.gan_names()]
+    assert run.loss_plots() == [run.loss_plot_path(gan_name)]
+    for class_name in run.class_names:
+        expected = [run.sample_grid_path(class_name, epoch) for epoch in (1, 2)]
+        assert run.sample_grids(class_name) == expected
+    assert run.summary_path.is_file() and run.eval_path.is_file() and run.metrics_path.is_file()
+    written = {
+        path.relative_to(run.workdir).as_posix()
+        for path in run.workdir.rglob("*")
+        if path.is_file() and "checkpoints" not in path.parts and "tensorboard" not in path.parts
+    }
+    named = {
+        path.relative_to(run.workdir).as_posix()
+        for path in [
+            run.config_path,
+            run.metrics_path,
+            run.eval_path,
+            run.summary_path,
+            *run.loss_plots(),
+            *(grid for name in run.class_names for grid in run.sample_grids(name)),
+        ]
+    }
+    assert written == named

@@ -337,7 +337,7 @@ def evaluate_run(
             progress.update(done, _fid_line(metrics))
             emit_collapse_warnings(records[-len(evaluator.labels) :], prefix=f"[eval {gan_name}] ")
     write_records(run.eval_path, records)
-    plot_fid_by_epoch(records, run.plots_dir / "fid_vs_epoch.png")
+    plot_fid_by_epoch(records, run.fid_plot_path)
     update_summary(run)
     return records
 
