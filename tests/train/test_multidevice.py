@@ -156,6 +156,19 @@ def test_batch_size_must_divide_over_devices():
         sharding.check_batch_divisible(0, 8)
 
 
+def test_mean_over_is_the_identity_without_an_axis_and_a_pmean_with_one():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from xraygan_jax.train import sharding
+
+    tree = {"loss": jnp.arange(4.0)}
+    assert sharding.mean_over(tree, None) is tree
+    averaged = jax.vmap(lambda x: sharding.mean_over(x, "devices"), axis_name="devices")(tree)
+    np.testing.assert_array_equal(averaged["loss"], np.full(4, 1.5, np.float32))
+
+
 def test_shard_batch_splits_axis_zero_over_the_mesh():
     import jax
     import numpy as np

@@ -42,13 +42,12 @@ Data parallelism:
 """
 
 import dataclasses
-from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from xraygan_jax.train import diffaugment, losses
+from xraygan_jax.train import diffaugment, losses, sharding
 from xraygan_jax.train import state as state_lib
 
 Batch = dict[str, jax.Array]
@@ -94,22 +93,6 @@ def _modules(state: state_lib.GANState, axis_name: str | None):
     return state.generator.clone(axis_name=axis_name), state.discriminator.clone(
         axis_name=axis_name
     )
-
-
-def _mean_over(tree: Any, axis_name: str | None) -> Any:
-    """pmean over axis_name, or the tree itself when there is none.
-
-    Under axis_name the steps differentiate the pmean of the per-device losses (the global
-    loss) and then pmean the gradients, which is right under both of JAX's autodiff semantics for
-    mapped axes. In shard_map with check_vma=True, replicated params are invariant, so their
-    gradient of the (invariant) global loss already is the global gradient and the second pmean
-    leaves it unchanged. Under pmap or check_vma=False, each device gets d(sum of the per-device
-    losses)/d(its copy of the params) divided by the device count, and the pmean of those is the
-    global gradient. (Differentiating the local loss and pmean-ing the gradients alone would be
-    N times too large with check_vma=True, which sums over devices in the transpose of the
-    implicit broadcast of replicated params; Adam hides it in the params but not in its moments.)
-    """
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -331,13 +314,13 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
                 state.step, options, lambda: losses.r1_penalty(logits_of, images)
             )
             loss += 0.5 * options.r1_weight * options.r1_every * extra["d/r1"]
-        loss = _mean_over(loss, axis_name)
+        loss = sharding.mean_over(loss, axis_name)
         return loss, (batch_stats, real_logits, fake_logits, extra)
 
     (loss, (batch_stats, real_logits, fake_logits, extra)), grads = jax.value_and_grad(
         loss_fn, has_aux=True
     )(state.d_params)
-    grads = _mean_over(grads, axis_name)
+    grads = sharding.mean_over(grads, axis_name)
     updates, d_opt_state = state.d_tx.update(grads, state.d_opt_state, state.d_params)
     new_state = state.replace(
         d_params=optax.apply_updates(state.d_params, updates),
@@ -352,7 +335,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
     }
     if state.ada_p is not None:
         metrics["d/real_sign"] = jnp.mean(jnp.sign(real_logits))
-    return new_state, _mean_over(metrics, axis_name)
+    return new_state, sharding.mean_over(metrics, axis_name)
 
 
 def _generator_update(state, batch, generated, key, axis_name, options: StepOptions):
@@ -368,11 +351,11 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         )
         loss = losses.generator_loss(fake_logits, options.loss)
         loss += options.acgan_weight * _class_loss(fake_classes, labels)
-        return _mean_over(loss, axis_name), d_batch_stats
+        return sharding.mean_over(loss, axis_name), d_batch_stats
 
     (loss, d_batch_stats), fakes_grad = jax.value_and_grad(loss_fn, has_aux=True)(fakes)
     (grads,) = pullback(fakes_grad)
-    grads = _mean_over(grads, axis_name)
+    grads = sharding.mean_over(grads, axis_name)
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     ema_g_params = state.ema_g_params
@@ -385,7 +368,7 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         g_opt_state=g_opt_state,
         ema_g_params=ema_g_params,
     )
-    return new_state, _mean_over({"loss/g": loss}, axis_name)
+    return new_state, sharding.mean_over({"loss/g": loss}, axis_name)
 
 
 def _adapt_augmentation(state, real_sign, global_batch: int, options: StepOptions):
