@@ -61,7 +61,7 @@ def float64_discriminator():
         variables = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), variables)
 
     def d(x):
-        return discriminator.apply(variables, x, labels, train=False)
+        return discriminator.apply(variables, x, labels, train=False).logits
 
     return d, images
 

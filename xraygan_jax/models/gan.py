@@ -36,9 +36,9 @@ Label conditioning (`conditioning`, config.model.conditioning):
      scale at initialisation) or the last hidden layer (FC); embedding init normal(0, 0.02).
 
   D "acgan" (Odena et al. 2017): D does not see the label; a second head predicts it from the
-     same features, returning (logits [B], class_logits [B, num_classes]). The training step adds
-     the cross-entropy of that head to both losses (xraygan_jax.train.steps). It needs both
-     classes in one GAN (config.train.per_class=False).
+     same features, its class_logits [B, num_classes] returned beside the logits. The training
+     step adds the cross-entropy of that head to both losses (xraygan_jax.train.steps). It needs
+     both classes in one GAN (config.train.per_class=False).
 
 Discriminator options for small sets (config.model):
   d_norm         "batch" (the tutorial's BatchNorm after every down-convolution but the first),
@@ -89,7 +89,10 @@ trains stably on small sets with hinge loss and few D steps, built from layers X
 
 Calls, for every kind:
     images = generator.apply(variables, z, labels, train=False)         # [B, S, S, 1] in [-1, 1]
-    logits = discriminator.apply(variables, images, labels, train=False)  # [B]; acgan: a pair
+    outputs = discriminator.apply(variables, images, labels, train=False)  # a DOutput
+    outputs.logits                                                      # [B]
+    outputs.class_logits                        # [B, num_classes] with an ACGAN head, else None
+Every discriminator returns a DOutput, whatever its head, so callers never ask which kind it is.
 With train=True, pass mutable=["batch_stats"] (and rngs={"dropout": key} to the FC
 discriminator). Every module takes `axis_name`: BatchNorm then averages its batch statistics
 over that mapped axis (inside shard_map or pmap), so they are those of the global batch.
@@ -110,6 +113,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -131,6 +135,20 @@ _KERAS_BN_EPSILON = 1e-3
 _LEAKY_SLOPE = 0.2
 # PyTorch nn.Embedding initialises normal(0, 1).
 _embedding_init = nn.initializers.normal(stddev=1.0)
+
+
+@flax.struct.dataclass
+class DOutput:
+    """What every discriminator returns; a pytree, so it passes through jit, vjp and eval_shape.
+
+    Attributes:
+        logits: real-against-fake logits [B], in at least float32 (module docstring).
+        class_logits: the ACGAN head's logits [B, num_classes] (conditioning "acgan"); None
+            without that head.
+    """
+
+    logits: jax.Array
+    class_logits: jax.Array | None = None
 
 
 def num_up_convs(image_size: int, kind: str = "dcgan") -> int:
@@ -317,14 +335,14 @@ def _heads(
     num_classes: int,
     conditioning: str,
     weighted: _DiscriminatorLayers,
-):
-    """D's output from its logit and pooled features: logits, or (logits, class logits)."""
+) -> DOutput:
+    """D's output from its logit and pooled features: the projection or ACGAN head, if any."""
     if conditioning == "projection":
-        return logits + _projection(labels, features, num_classes, weighted)
+        return DOutput(logits + _projection(labels, features, num_classes, weighted))
     if conditioning == "acgan":
         classifier = nn.Dense(num_classes, kernel_init=layers.dcgan_kernel_init, name="classifier")
-        return logits, weighted(classifier, features)
-    return logits
+        return DOutput(logits, weighted(classifier, features))
+    return DOutput(logits)
 
 
 class DCGenerator(nn.Module):
@@ -365,7 +383,7 @@ class DCGenerator(nn.Module):
 
 
 class DCDiscriminator(nn.Module):
-    """DCGAN-tutorial discriminator conditioned on the label: (images, labels) -> logits [B]."""
+    """DCGAN-tutorial discriminator conditioned on the label: (images, labels) -> DOutput."""
 
     image_size: int = 64
     num_classes: int = 2
@@ -378,7 +396,7 @@ class DCDiscriminator(nn.Module):
     dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> DOutput:
         num_down = num_up_convs(self.image_size)
         _check_conditioning(self.conditioning)
         check_discriminator_options(self.d_norm, self.spectral_norm)
@@ -447,7 +465,7 @@ class FCGenerator(nn.Module):
 
 
 class FCDiscriminator(nn.Module):
-    """The second report's dense discriminator with dropout: (images, labels) -> logits [B].
+    """The second report's dense discriminator with dropout: (images, labels) -> DOutput.
 
     `axis_name` is accepted for a uniform interface; this discriminator has no BatchNorm.
     """
@@ -466,7 +484,7 @@ class FCDiscriminator(nn.Module):
     dtype: Any = None  # activations and matmuls; None: the inputs' (module docstring)
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> DOutput:
         _check_conditioning(self.conditioning)
         if self.d_norm not in D_NORMS:
             check_discriminator_options(self.d_norm, False)
@@ -645,7 +663,7 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    """SN-ResNet discriminator with projection: (images, labels) -> logits [B] (acgan: a pair).
+    """SN-ResNet discriminator with projection (or an ACGAN head): (images, labels) -> DOutput.
 
     `axis_name` is accepted for a uniform interface; this discriminator has no BatchNorm.
     """
@@ -659,7 +677,7 @@ class ResNetDiscriminator(nn.Module):
     dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> DOutput:
         check_sngan_options(self.conditioning, "none")
         widths = _sngan_widths(self.image_size, self.ndf)
         weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)

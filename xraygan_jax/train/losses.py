@@ -92,7 +92,8 @@ def r1_penalty(d: Callable[[jax.Array], jax.Array], real_images: jax.Array) -> j
     """mean_i ||grad_x d(x_i)||^2 on real images (unweighted; see the module docstring).
 
     Example:
-        penalty = losses.r1_penalty(lambda x: discriminator.apply(variables, x, labels), images)
+        d = lambda x: discriminator.apply(variables, x, labels, train=False).logits
+        penalty = losses.r1_penalty(d, images)
     """
     return jnp.mean(_squared_gradient_norms(d, real_images))
 

@@ -198,8 +198,7 @@ def _d_outputs(discriminator, params, batch_stats, images, labels, dropout_key):
         mutable=["batch_stats"],
         rngs={"dropout": dropout_key},
     )
-    logits, class_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
-    return logits, class_logits, updated.get("batch_stats", {})
+    return outputs.logits, outputs.class_logits, updated.get("batch_stats", {})
 
 
 def _apply_discriminator(discriminator, params, batch_stats, images, labels, dropout_key):
