@@ -49,6 +49,7 @@ from xraygan_jax.evaluators import gan_metrics
 from xraygan_jax.models import gan
 from xraygan_jax.train import (
     checkpointing,
+    losses,
     multihost,
     reporting,
     sampling,
@@ -176,12 +177,12 @@ def check_model_options(config: ml_collections.ConfigDict) -> None:
     except ValueError as error:
         raise errors.ConfigError(str(error)) from error
     uses_batch_norm = model.kind == "dcgan" and model.get("d_norm", "batch") == "batch"
-    if train.get("loss", "bce") == "wgan_gp" and uses_batch_norm:
+    # An unknown loss is check_step_options' to report.
+    loss = losses.LOSSES.get(train.get("loss", "bce"))
+    if loss is not None and loss.needs_per_image_logits and uses_batch_norm:
         raise errors.ConfigError(
-            "--config.train.loss=wgan_gp cannot be combined with --config.model.d_norm=batch: "
-            "the gradient penalty is defined per image, and BatchNorm makes each image's logit "
-            "depend on the whole batch (Gulrajani et al. leave it out); set "
-            "--config.model.d_norm=layer or none."
+            f"--config.train.loss={loss.name} cannot be combined with --config.model.d_norm=batch"
+            f": {loss.per_image_reason}; set --config.model.d_norm=layer or none."
         )
     if model.conditioning == "acgan" and train.per_class:
         raise errors.ConfigError(

@@ -42,6 +42,7 @@ Data parallelism:
 """
 
 import dataclasses
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -105,8 +106,10 @@ class StepOptions:
     Attributes:
         d_updates_per_step: D updates per iteration (same real batch, fresh z each).
         g_updates_per_step: G updates per iteration (2 = the second report's double training).
-        loss: "bce", "hinge", "least_squares" or "wgan_gp" (xraygan_jax.train.losses).
-        gp_weight: WGAN-GP's penalty weight (used with loss "wgan_gp"; the paper's 10).
+        loss: the name of a GAN loss in losses.LOSSES: "bce", "hinge", "least_squares" or
+            "wgan_gp"; `gan_loss` is its entry.
+        gp_weight: WGAN-GP's penalty weight (used by a loss that needs the gradient penalty;
+            the paper's 10).
         r1_weight: R1's gamma on real images; 0 = off.
         r1_every: R1 is computed every r1_every-th step, weighted by r1_every (lazy).
         r1_now: whether this step computes R1; None = decided inside the step from state.step
@@ -159,6 +162,11 @@ class StepOptions:
             )
         if not float(self.ada_kimg) > 0:
             raise ValueError(f"--config.train.ada_kimg={self.ada_kimg} must be > 0.")
+
+    @functools.cached_property
+    def gan_loss(self) -> losses.Loss:
+        """The losses.Loss entry that `loss` names, looked up once (ValueError if none)."""
+        return losses.get_loss(self.loss)
 
     def at_step(self, step: int) -> "StepOptions":
         """These options for step number `step` (= state.step before it), R1's turn decided.
@@ -292,7 +300,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
         fake_logits, fake_classes, batch_stats = _d_outputs(
             discriminator, d_params, batch_stats, fakes, labels, fake_key
         )
-        loss = losses.discriminator_loss(real_logits, fake_logits, options.loss)
+        loss = options.gan_loss.d_loss(real_logits, fake_logits)
         loss += options.acgan_weight * (
             _class_loss(real_classes, labels) + _class_loss(fake_classes, labels)
         )
@@ -304,7 +312,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
             )[0]
 
         extra = {}
-        if options.loss == "wgan_gp":
+        if options.gan_loss.needs_gradient_penalty:
             extra["d/gp"] = losses.gradient_penalty(logits_of, images, fakes, penalty_key)
             loss += options.gp_weight * extra["d/gp"]
         if options.r1_weight > 0:
@@ -348,7 +356,7 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         fake_logits, fake_classes, d_batch_stats = _d_outputs(
             discriminator, state.d_params, state.d_batch_stats, seen, labels, dropout_key
         )
-        loss = losses.generator_loss(fake_logits, options.loss)
+        loss = options.gan_loss.g_loss(fake_logits)
         loss += options.acgan_weight * _class_loss(fake_classes, labels)
         return sharding.mean_over(loss, axis_name), d_batch_stats
 
