@@ -32,7 +32,7 @@ from xraygan_jax import compiler
 from xraygan_jax.models import classifier as classifier_lib
 from xraygan_jax.models import gan
 from xraygan_jax.pretrained import inception_weights, resnet_weights
-from xraygan_jax.train import augment, classifier_steps, optimizers, sharding
+from xraygan_jax.train import augment, classifier_steps, optimizers, sharding, steps
 from xraygan_jax.train import state as state_lib
 
 
@@ -64,14 +64,17 @@ def make_models(config: ml_collections.ConfigDict, num_classes: int) -> tuple[An
 
 
 def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.partial:
-    """`key -> GANState` for a config: its models, optimisers, image size, nz and EMA decay.
+    """`key -> GANState` for a config: its models, optimisers, image size and nz.
 
-    Pure: jit it, or `jax.eval_shape` it.
+    The state keeps ADA's p and the EMA of G's params where the config's step options,
+    `steps.StepOptions.from_config(config.train)`, turn them on; the steps are given those
+    options. Pure: jit it, or `jax.eval_shape` it.
 
     Example:
         state = jax.jit(setup.make_init(config, num_classes=2))(jax.random.key(0))
     """
     generator, discriminator = make_models(config, num_classes)
+    options = steps.StepOptions.from_config(config.train)
     return functools.partial(
         state_lib.create_gan_state,
         generator,
@@ -80,8 +83,8 @@ def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.
         optimizers.make_optimizer(config.optim, "d"),
         image_size=config.data.image_size,
         nz=config.model.nz,
-        ema_decay=config.train.ema_decay,
-        ada=bool(config.train.get("ada", False)),
+        ema=options.ema_decay > 0,
+        ada=bool(options.ada),
     )
 
 

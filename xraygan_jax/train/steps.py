@@ -101,7 +101,12 @@ class StepOptions:
     """What one training step does beyond the reports' recipe; static (hashable) for jit.
 
     The defaults are the reports' step: one D and one G update, BCE, no augmentation, no
-    penalties. `from_config(config.train)` reads them from a job config.
+    penalties, no EMA. `from_config(config.train)` reads them from a job config.
+
+    The options own ADA and the EMA of G: whether they run, and their hyper-parameters. Their
+    running values (ADA's p, the EMA's params) live in the state, so that checkpoints keep them;
+    `train.setup.make_init` creates the state from these options, and every step refuses a
+    state that does not keep what its options update (`check_state`).
 
     Attributes:
         d_updates_per_step: D updates per iteration (same real batch, fresh z each).
@@ -119,13 +124,16 @@ class StepOptions:
             holding a cond (docs/performance.md, section "Gradient penalties").
         diffaugment: DiffAugment policies applied to every image D sees, real and fake, in both
             updates, e.g. "color,translation,cutout" (xraygan_jax.train.diffaugment); "" = none.
+        ada: ADA on (Karras et al. 2020): the state keeps p (create_gan_state(ada=True)),
+            which the step moves every ada_interval steps.
         ada_augment: the policies ADA applies, each to each image with probability state.ada_p.
-            ADA is on when the state keeps ada_p (create_gan_state(ada=True)).
         ada_target: the target of r_t = E[sign(D(x_real))]; p rises while r_t is above it.
         ada_interval: steps between adjustments of p.
         ada_kimg: thousands of images shown over which p can move from 0 to 1.
         acgan_weight: weight of the auxiliary classifier's cross-entropy (ACGAN discriminators,
             config.model.conditioning = "acgan").
+        ema_decay: decay per G update of the exponential moving average of G's params, which
+            the state keeps when it is > 0 (create_gan_state(ema=True)); 0 = no EMA.
     """
 
     d_updates_per_step: int = 1
@@ -136,11 +144,13 @@ class StepOptions:
     r1_every: int = 16
     r1_now: bool | None = None
     diffaugment: str = ""
+    ada: bool = False
     ada_augment: str = "color,translation,cutout"
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 500.0
     acgan_weight: float = 1.0
+    ema_decay: float = 0.0
 
     def check(self) -> None:
         """Raises ValueError naming the `--config.train.` flag of a value that cannot work."""
@@ -162,6 +172,38 @@ class StepOptions:
             )
         if not float(self.ada_kimg) > 0:
             raise ValueError(f"--config.train.ada_kimg={self.ada_kimg} must be > 0.")
+
+    def check_state(self, state: state_lib.GANState) -> None:
+        """Raises ValueError unless the state keeps exactly what these options update.
+
+        ADA's p and the EMA's params are created with the state; a state made from other
+        options would silently skip ADA or the EMA, or leave them frozen. `train.setup.make_init`
+        creates the state from `StepOptions.from_config(config.train)`, so the two agree.
+        """
+        if self.ada and state.ada_p is None:
+            raise ValueError(
+                "StepOptions(ada=True) needs ADA's p in the state, which keeps none: create the "
+                "state with create_gan_state(..., ada=True), as train.setup.make_init does with "
+                "--config.train.ada=true."
+            )
+        if not self.ada and state.ada_p is not None:
+            raise ValueError(
+                "The state keeps ADA's p but StepOptions(ada=False) would leave it frozen: pass "
+                "ada=True (StepOptions.from_config reads --config.train.ada), or create the state "
+                "without ADA."
+            )
+        if self.ema_decay > 0 and state.ema_g_params is None:
+            raise ValueError(
+                f"StepOptions(ema_decay={self.ema_decay}) needs the EMA of G's params in the "
+                "state, which keeps none: create the state with create_gan_state(..., ema=True), "
+                "as train.setup.make_init does with --config.train.ema_decay > 0."
+            )
+        if not self.ema_decay > 0 and state.ema_g_params is not None:
+            raise ValueError(
+                f"The state keeps an EMA of G's params but StepOptions(ema_decay={self.ema_decay}) "
+                "would leave it frozen: pass the decay (StepOptions.from_config reads "
+                "--config.train.ema_decay), or create the state without EMA."
+            )
 
     @functools.cached_property
     def gan_loss(self) -> losses.Loss:
@@ -267,7 +309,7 @@ def _seen(state, images, key, options: StepOptions, which: int):
     if policy:
         stream = jax.random.fold_in(key, _AUGMENT_STREAM)
         images = diffaugment.augment(jax.random.fold_in(stream, which), images, policy)
-    if state.ada_p is not None:
+    if options.ada:
         stream = jax.random.fold_in(key, _ADA_STREAM)
         images = diffaugment.augment(
             jax.random.fold_in(stream, which), images, options.ada_augment, state.ada_p
@@ -340,7 +382,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
         "d/fake_prob": jnp.mean(jax.nn.sigmoid(fake_logits)),
         **extra,
     }
-    if state.ada_p is not None:
+    if options.ada:
         metrics["d/real_sign"] = jnp.mean(jnp.sign(real_logits))
     return new_state, sharding.mean_over(metrics, axis_name)
 
@@ -366,8 +408,8 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     ema_g_params = state.ema_g_params
-    if state.ema_decay > 0:
-        ema_g_params = optax.incremental_update(g_params, ema_g_params, 1.0 - state.ema_decay)
+    if options.ema_decay > 0:
+        ema_g_params = optax.incremental_update(g_params, ema_g_params, 1.0 - options.ema_decay)
     new_state = state.replace(
         g_params=g_params,
         g_batch_stats=g_batch_stats,
@@ -418,7 +460,7 @@ def discriminator_step(
         batch: {"image": [B, S, S, 1] in [-1, 1], "label": int32 [B]} (this device's share under
             axis_name).
         key: PRNG key of this step (z, dropout).
-        options: loss, penalties and augmentation (StepOptions; update counts are ignored).
+        options: loss, penalties, augmentation, ADA (StepOptions; update counts are ignored).
         axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
             or None for a global-view (jit) call.
 
@@ -426,7 +468,11 @@ def discriminator_step(
         (new state, metrics) with "loss/d", "d/real_prob" (mean sigmoid(D(x))) and "d/fake_prob"
         (mean sigmoid(D(G(z))) before the update), scalars, plus "d/gp", "d/r1" and
         "d/real_sign" when those are on. state.step and ADA's p are unchanged.
+
+    Raises:
+        ValueError: a state that does not keep what the options update (`check_state`).
     """
+    options.check_state(state)
     fakes, _, _ = _generate_for_training(state, batch["label"], key, axis_name)
     return _discriminator_update(state, batch, fakes, key, axis_name, options)
 
@@ -452,14 +498,19 @@ def generator_step(
         state: the GANState.
         batch: {"image": [B, S, S, 1], "label": int32 [B]} (this device's share under axis_name).
         key: PRNG key of this step; the same key as a discriminator_step gives the same z.
-        options: loss and augmentation (StepOptions; update counts are ignored).
+        options: loss, augmentation, ADA, EMA (StepOptions; update counts are ignored).
         axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
             or None for a global-view (jit) call.
 
     Returns:
         (new state, {"loss/g": scalar}). G's and D's running statistics move (both ran in train
-        mode); ema_g_params follows the new params when ema_decay > 0. state.step is unchanged.
+        mode); ema_g_params follows the new params when options.ema_decay > 0. state.step is
+        unchanged.
+
+    Raises:
+        ValueError: a state that does not keep what the options update (`check_state`).
     """
+    options.check_state(state)
     generated = _generate_for_training(state, batch["label"], key, axis_name)
     return _generator_update(state, batch, generated, key, axis_name, options)
 
@@ -492,7 +543,7 @@ def gan_train_step(
         state: the GANState.
         batch: {"image": float32 [B, S, S, 1] in [-1, 1], "label": int32 [B]}.
         key: PRNG key of this iteration, e.g. fold_in(base_key, step).
-        options: update counts, loss, penalties, augmentation (StepOptions).
+        options: update counts, loss, penalties, augmentation, ADA, EMA (StepOptions).
         axis_name: the mapped axis under shard_map/pmap, or None (see the module docstring).
 
     Returns:
@@ -500,11 +551,15 @@ def gan_train_step(
         "loss/g" (mean over the G steps), scalars; with WGAN-GP "d/gp" (unweighted penalty),
         with R1 "d/r1" (unweighted mean squared gradient norm, 0 on the steps lazy R1 skips),
         with ADA "d/real_sign" (mean sign of D on real images) and "ada/p" (p after the step).
+
+    Raises:
+        ValueError: options that cannot work (`StepOptions.check`), or a state that does not
+            keep what they update (`check_state`).
     """
     # D step 0 and G step 0 share a key, so the same z and, since the D steps leave G's params
     # alone, the same forward pass of G (the tutorial's reuse of `fake`).
     options.check()
-    start = state
+    options.check_state(state)
     first_key = jax.random.fold_in(key, 0)
     first_generated = _generate_for_training(state, batch["label"], first_key, axis_name)
     d_metrics = []
@@ -527,7 +582,7 @@ def gan_train_step(
         g_metrics.append(metrics)
     metrics = jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *d_metrics)
     metrics.update(jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *g_metrics))
-    if start.ada_p is not None:
+    if options.ada:
         global_batch = batch["label"].shape[0]
         if axis_name is not None:
             global_batch *= int(jax.lax.axis_size(axis_name))
