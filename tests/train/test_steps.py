@@ -264,7 +264,7 @@ def test_the_state_is_created_from_the_step_options_of_its_config():
         (
             {"ada": True},
             {},
-            r"The state keeps ADA's p but StepOptions\(ada=False\) would leave it frozen",
+            r"The state keeps ADA's p but StepOptions\(ada=False\) would leave it unused",
         ),
         (
             {},

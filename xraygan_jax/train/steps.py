@@ -176,9 +176,10 @@ class StepOptions:
     def check_state(self, state: state_lib.GANState) -> None:
         """Raises ValueError unless the state keeps exactly what these options update.
 
-        ADA's p and the EMA's params are created with the state; a state made from other
-        options would silently skip ADA or the EMA, or leave them frozen. `train.setup.make_init`
-        creates the state from `StepOptions.from_config(config.train)`, so the two agree.
+        ADA's p and the EMA's params are created with the state; with a state made for other
+        options the step could not run ADA or the EMA, or would silently leave them unused.
+        `train.setup.make_init` creates the state from `StepOptions.from_config(config.train)`,
+        so the two agree.
         """
         if self.ada and state.ada_p is None:
             raise ValueError(
@@ -188,7 +189,7 @@ class StepOptions:
             )
         if not self.ada and state.ada_p is not None:
             raise ValueError(
-                "The state keeps ADA's p but StepOptions(ada=False) would leave it frozen: pass "
+                "The state keeps ADA's p but StepOptions(ada=False) would leave it unused: pass "
                 "ada=True (StepOptions.from_config reads --config.train.ada), or create the state "
                 "without ADA."
             )
