@@ -46,7 +46,6 @@ from absl import logging
 from xraygan_jax import compiler, errors, runs, viz
 from xraygan_jax.data import pipeline, sources
 from xraygan_jax.evaluators import gan_metrics
-from xraygan_jax.models import gan
 from xraygan_jax.train import (
     checkpointing,
     multihost,
@@ -91,26 +90,25 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
     """Checks a training config against the devices and the data; nothing is written.
 
     Raises:
-      errors.ConfigError: a model, image size, batch size, epoch count or eval setting that
-        cannot work (the message names the `--config.` flag); processes of one run started
-        with different configs (names the fields).
+      errors.ConfigError: a model, image size, step option, batch size, epoch count or eval
+        setting that cannot work, alone or with another (the message names the `--config.`
+        flags: `setup.check_gan_config` for the model and step options); processes of one run
+        started with different configs (names the fields).
       errors.DataError: a class with fewer images than one batch (names the count and the flags).
     """
     multihost.check_same_config(config)
-    check_model_options(config)
-    try:
-        setup.compute_dtype(config)
-    except ValueError as error:
-        raise errors.ConfigError(str(error)) from error
+    setup.check_gan_config(config)
+    if float(config.train.get("num_images", 0)) < 0:
+        raise errors.ConfigError(
+            f"--config.train.num_images={config.train.num_images} must be >= 0 (thousands of "
+            "images shown; 0 = use --config.train.num_epochs)."
+        )
     try:
         class_names = sources.class_names(config.data)
-        runs.build_models(config)
     except errors.UserError:
         raise
     except ValueError as error:
-        raise errors.ConfigError(
-            f"{error} (--config.model.kind / --config.data.image_size)"
-        ) from error
+        raise errors.ConfigError(str(error)) from error
     for key in ("num_epochs", "checkpoint_every_epochs", "sample_every_epochs"):
         if int(config.train[key]) < 1:
             raise errors.ConfigError(
@@ -128,7 +126,6 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
         )
         raise errors.ConfigError(f"--config.train.batch_size: {error}{where}") from error
     gan_metrics.check_eval_config(config)
-    check_step_options(config)
     if config.eval.fid_every_epochs and jax.process_count() > 1:
         raise errors.ConfigError(
             f"--config.eval.fid_every_epochs={config.eval.fid_every_epochs}: FID during training "
@@ -160,53 +157,6 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
                 )
             )
     return _Plan(class_names, mesh, train_source, examples)
-
-
-def check_model_options(config: ml_collections.ConfigDict) -> None:
-    """Model options that cannot work together (docs/small_data.md), before the models are built.
-
-    Raises:
-      errors.ConfigError: naming the flags, e.g. an unknown model kind, spectral norm with
-        BatchNorm in D, a label plane or a D normalisation in sngan, WGAN-GP with BatchNorm in
-        D, or an ACGAN discriminator in a per-class GAN.
-    """
-    model, train = config.model, config.train
-    try:
-        gan.check_model_options(model)
-    except ValueError as error:
-        raise errors.ConfigError(str(error)) from error
-    uses_batch_norm = model.kind == "dcgan" and model.get("d_norm", "batch") == "batch"
-    if train.get("loss", "bce") == "wgan_gp" and uses_batch_norm:
-        raise errors.ConfigError(
-            "--config.train.loss=wgan_gp cannot be combined with --config.model.d_norm=batch: "
-            "the gradient penalty is defined per image, and BatchNorm makes each image's logit "
-            "depend on the whole batch (Gulrajani et al. leave it out); set "
-            "--config.model.d_norm=layer or none."
-        )
-    if model.conditioning == "acgan" and train.per_class:
-        raise errors.ConfigError(
-            "--config.model.conditioning=acgan needs both classes in one GAN: its auxiliary "
-            "classifier has nothing to tell apart in a per-class GAN; set "
-            "--config.train.per_class=false."
-        )
-
-
-def check_step_options(config: ml_collections.ConfigDict) -> None:
-    """The training step's options (steps.StepOptions) and the image budget.
-
-    Raises:
-      errors.ConfigError: an unknown loss or augmentation (lists the valid ones), a negative
-        penalty weight, an ADA target outside (0, 1), a negative train.num_images.
-    """
-    try:
-        steps.StepOptions.from_config(config.train).check()
-    except ValueError as error:
-        raise errors.ConfigError(str(error)) from error
-    if float(config.train.get("num_images", 0)) < 0:
-        raise errors.ConfigError(
-            f"--config.train.num_images={config.train.num_images} must be >= 0 (thousands of "
-            "images shown; 0 = use --config.train.num_epochs)."
-        )
 
 
 def num_epochs_for(config: ml_collections.ConfigDict, images_per_epoch: int) -> int:

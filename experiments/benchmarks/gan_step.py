@@ -225,9 +225,10 @@ def _parity(torch, generator, discriminator, state, batch) -> tuple[float, float
     variables = {"params": state.g_params, "batch_stats": state.g_batch_stats}
     jax_images, _ = state.generator.apply(variables, z, labels, train=True, mutable=["batch_stats"])
     variables = {"params": state.d_params, "batch_stats": state.d_batch_stats}
-    jax_logits, _ = state.discriminator.apply(
+    jax_outputs, _ = state.discriminator.apply(
         variables, batch["image"], labels, train=True, mutable=["batch_stats"]
     )
+    jax_logits = jax_outputs.logits
     generator.train(), discriminator.train()
     with torch.no_grad():
         torch_images = generator(torch.from_numpy(z), torch.from_numpy(labels).long())

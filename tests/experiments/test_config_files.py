@@ -7,7 +7,8 @@ import pathlib
 
 import pytest
 
-from xraygan_jax import errors, gan_loop, pipeline, study, sweep
+from xraygan_jax import errors, pipeline, study, sweep
+from xraygan_jax.train import setup
 
 CONFIGS = sorted(
     path.stem
@@ -43,8 +44,7 @@ def test_shipped_config_options_are_valid(name):
     gan_jobs, study_jobs = _gan_configs(config), _study_configs(config)
     assert gan_jobs or study_jobs, f"{name}: holds neither a GAN job nor a study to check"
     for job in gan_jobs:
-        gan_loop.check_model_options(job)
-        gan_loop.check_step_options(job)
+        setup.check_gan_config(job)
     for job in study_jobs:
         study.check_config(job)
         # Every study compares its arms with the 0% baseline, listed first.
@@ -74,7 +74,7 @@ def test_the_sngan_config_is_refused_with_the_dc_cgans_options():
         config = importlib.import_module("experiments.configs.sngan").get_config()
         config.model[field] = value
         with pytest.raises(errors.ConfigError, match=f"{flag} cannot be used with "):
-            gan_loop.check_model_options(config)
+            setup.check_gan_config(config)
     config.model.kind = "stylegan"
     with pytest.raises(errors.ConfigError, match="use one of: dcgan, fcgan, sngan"):
-        gan_loop.check_model_options(config)
+        setup.check_gan_config(config)

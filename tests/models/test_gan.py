@@ -124,11 +124,40 @@ def test_dcgan_128_shapes_by_eval_shape():
     images = jax.eval_shape(lambda v: generator.apply(v, z, labels, train=False), g_variables)
     assert images.shape == (2, 128, 128, 1)
     d_variables = _abstract_variables(discriminator, jnp.zeros((2, 128, 128, 1)), labels)
-    logits = jax.eval_shape(
+    outputs = jax.eval_shape(
         lambda v: discriminator.apply(v, jnp.zeros((2, 128, 128, 1)), labels, train=False),
         d_variables,
     )
-    assert logits.shape == (2,)
+    assert outputs.logits.shape == (2,) and outputs.class_logits is None
+
+
+@pytest.mark.parametrize(
+    ("kind", "conditioning"),
+    [
+        ("dcgan", "plane"),
+        ("dcgan", "projection"),
+        ("dcgan", "acgan"),
+        ("fcgan", "plane"),
+        ("fcgan", "projection"),
+        ("fcgan", "acgan"),
+        ("sngan", "projection"),
+        ("sngan", "acgan"),
+    ],
+)
+def test_every_discriminator_returns_a_d_output(kind, conditioning):
+    config = _sngan_model_config() if kind == "sngan" else _tiny_model_config(kind)
+    config.conditioning = conditioning
+    _, discriminator = gan.make_gan(config, image_size=32, num_classes=3)
+    images, labels = jnp.zeros((2, 32, 32, 1)), jnp.array([0, 2], jnp.int32)
+    variables = _abstract_variables(discriminator, images, labels)
+    outputs = jax.eval_shape(
+        lambda v: discriminator.apply(v, images, labels, train=False), variables
+    )
+    assert isinstance(outputs, gan.DOutput) and outputs.logits.shape == (2,)
+    if conditioning == "acgan":
+        assert outputs.class_logits.shape == (2, 3)
+    else:
+        assert outputs.class_logits is None
 
 
 @functools.cache
@@ -156,14 +185,14 @@ def _forward(kind: str, conditioning: str, image_size: int) -> dict:
         # The DC discriminator in train mode, as GAN training runs it (at initialisation its
         # running statistics shrink every logit to ~1e-4); the FC one has no BatchNorm and runs
         # without dropout here so that rows compare.
-        logits, _ = discriminator.apply(
+        outputs, _ = discriminator.apply(
             d_variables, real, labels, train=kind == "dcgan", mutable=["batch_stats"]
         )
         return {
             "g_params": g_variables["params"],
             "eval_images": eval_images,
             "train_images": train_images,
-            "logits": logits,
+            "logits": outputs.logits,
         }
 
     return forward(_key(0))
@@ -253,7 +282,8 @@ def test_fc_discriminator_dropout_is_random_in_training_only():
 
     @functools.partial(jax.jit, static_argnames="train")
     def logits(key, train):
-        return discriminator.apply(variables, images, labels, train=train, rngs={"dropout": key})
+        outputs = discriminator.apply(variables, images, labels, train=train, rngs={"dropout": key})
+        return outputs.logits
 
     assert float(jnp.max(jnp.abs(logits(_key(0), True) - logits(_key(1), True)))) > 1e-6
     np.testing.assert_array_equal(logits(_key(0), True), logits(_key(0), True))
@@ -380,9 +410,10 @@ def _sngan_forward(image_size: int = 32) -> dict:
 
         def logits_of(params):
             variables = {**d_variables, "params": params}
-            return discriminator.apply(
+            outputs, _ = discriminator.apply(
                 variables, real, labels, train=True, mutable=["batch_stats"]
-            )[0]
+            )
+            return outputs.logits
 
         projection = d_variables["params"]["label_projection"]["embedding"]
         unprojected = {
@@ -444,10 +475,10 @@ def test_sngan_in_bfloat16_keeps_float32_params_and_outputs():
     for leaf in jax.tree.leaves((g_variables, d_variables)):
         assert leaf.dtype == jnp.float32
     fakes = jax.eval_shape(lambda v: generator.apply(v, z, labels, train=False), g_variables)
-    logits = jax.eval_shape(
+    outputs = jax.eval_shape(
         lambda v: discriminator.apply(v, images, labels, train=False), d_variables
     )
-    assert fakes.dtype == logits.dtype == jnp.float32
+    assert fakes.dtype == outputs.logits.dtype == jnp.float32
     jaxpr = jax.make_jaxpr(lambda v: generator.apply(v, z, labels, train=False))(g_variables)
     convolutions = [e for e in jaxpr.eqns if e.primitive.name == "conv_general_dilated"]
     assert convolutions and all(e.outvars[0].aval.dtype == jnp.bfloat16 for e in convolutions)
@@ -487,7 +518,8 @@ def test_sngan_takes_an_acgan_head():
     )
     images, labels = jnp.zeros((2, 32, 32, 1)), jnp.array([0, 2], jnp.int32)
     variables = _abstract_variables(discriminator, images, labels)
-    logits, class_logits = jax.eval_shape(
+    outputs = jax.eval_shape(
         lambda v: discriminator.apply(v, images, labels, train=False), variables
     )
-    assert logits.shape == (2,) and class_logits.shape == (2, 3)
+    assert isinstance(outputs, gan.DOutput)
+    assert outputs.logits.shape == (2,) and outputs.class_logits.shape == (2, 3)

@@ -170,7 +170,7 @@ def test_bfloat16_module_outputs():
         mutable=["batch_stats", "intermediates"],
         capture_intermediates=True,
     )
-    logits, d_state = state.discriminator.apply(
+    outputs, d_state = state.discriminator.apply(
         {"params": state.d_params, "batch_stats": state.d_batch_stats},
         images,
         batch["label"],
@@ -178,7 +178,7 @@ def test_bfloat16_module_outputs():
         mutable=["batch_stats", "intermediates"],
         capture_intermediates=True,
     )
-    assert images.dtype == logits.dtype == jnp.float32
+    assert images.dtype == outputs.logits.dtype == jnp.float32
     for variables, network in ((g_state, "G"), (d_state, "D")):
         layers_seen = 0
         for name, value in variables["intermediates"].items():

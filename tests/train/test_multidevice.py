@@ -55,6 +55,8 @@ def _max_differences(reference, other) -> dict[str, float]:
 
 def _compare_on_devices() -> dict[str, dict[str, float]]:
     """Runs one gan_train_step three ways; returns the differences to the 1-device run."""
+    import functools
+
     import jax
     import numpy as np
     from jax.sharding import PartitionSpec
@@ -68,6 +70,7 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     config.data.image_size = image_size
     config.train.ema_decay = 0.5
     init = setup.make_init(config, num_classes=2)
+    options = steps.StepOptions.from_config(config.train)  # its EMA, as the state's
     # rbg: the initial values do not matter here, and threefry draws of every parameter shape
     # take long to compile on XLA CPU. The step keys below are default (threefry) keys.
     gan_state = jax.jit(init)(jax.random.key(0, impl="rbg"))
@@ -78,12 +81,13 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     }
     step_key = jax.random.key(2)
 
-    one_device = jax.jit(steps.gan_train_step)(gan_state, batch, step_key)
+    train_step = functools.partial(steps.gan_train_step, options=options)
+    one_device = jax.jit(train_step)(gan_state, batch, step_key)
 
     mesh = sharding.make_mesh()
     replicated = sharding.replicated(mesh)
     jit_step = jax.jit(
-        steps.gan_train_step,
+        train_step,
         in_shardings=(replicated, sharding.batch_sharding(mesh), replicated),
         out_shardings=(replicated, replicated),
     )
@@ -92,7 +96,7 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     jit_result = jit_step(jax.device_put(gan_state, replicated), sharded_batch, step_key)
 
     def per_device_step(state, local_batch, key):
-        return steps.gan_train_step(state, local_batch, key, axis_name=sharding.DATA_AXIS)
+        return train_step(state, local_batch, key, axis_name=sharding.DATA_AXIS)
 
     def shard_map_result(check_vma: bool):
         # check_vma=False has pmap's autodiff semantics for the mapped axis; True is the default.
@@ -154,6 +158,19 @@ def test_batch_size_must_divide_over_devices():
         sharding.check_batch_divisible(30, 8)
     with pytest.raises(ValueError, match=r"batch_size 0 .* \(e.g. 8\)"):
         sharding.check_batch_divisible(0, 8)
+
+
+def test_mean_over_is_the_identity_without_an_axis_and_a_pmean_with_one():
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+
+    from xraygan_jax.train import sharding
+
+    tree = {"loss": jnp.arange(4.0)}
+    assert sharding.mean_over(tree, None) is tree
+    averaged = jax.vmap(lambda x: sharding.mean_over(x, "devices"), axis_name="devices")(tree)
+    np.testing.assert_array_equal(averaged["loss"], np.full(4, 1.5, np.float32))
 
 
 def test_shard_batch_splits_axis_zero_over_the_mesh():

@@ -61,7 +61,7 @@ def float64_discriminator():
         variables = jax.tree.map(lambda leaf: leaf.astype(jnp.float64), variables)
 
     def d(x):
-        return discriminator.apply(variables, x, labels, train=False)
+        return discriminator.apply(variables, x, labels, train=False).logits
 
     return d, images
 
@@ -213,7 +213,7 @@ def _real_batch():
 
 
 def test_ada_p_rises_while_d_overfits_a_fixed_real_batch():
-    options = steps.StepOptions(ada_interval=1, ada_kimg=0.2)  # up to 0.04 per step
+    options = steps.StepOptions(ada=True, ada_interval=1, ada_kimg=0.2)  # up to 0.04 per step
     train_step = jax.jit(functools.partial(steps.gan_train_step, options=options))
     state, batch = _state(ada=True), _real_batch()
     history = []

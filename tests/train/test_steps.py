@@ -49,12 +49,15 @@ def _batch() -> dict[str, jax.Array]:
 
 
 @functools.cache
-def _train_step(d_updates_per_step: int = 1, g_updates_per_step: int = 1):
+def _train_step(d_updates_per_step: int = 1, g_updates_per_step: int = 1, ema_decay: float = 0.5):
+    """The jitted step for `_initial_state(..., ema_decay)` (the options own the EMA's decay)."""
     return jax.jit(
         functools.partial(
             steps.gan_train_step,
             options=steps.StepOptions(
-                d_updates_per_step=d_updates_per_step, g_updates_per_step=g_updates_per_step
+                d_updates_per_step=d_updates_per_step,
+                g_updates_per_step=g_updates_per_step,
+                ema_decay=ema_decay,
             ),
         )
     )
@@ -148,7 +151,7 @@ def test_ema_tracks_generator_params():
 def test_fcgan_step_with_dropout_and_no_discriminator_batch_norm():
     state = _initial_state(kind="fcgan", ema_decay=0.0)
     assert state.d_batch_stats == {} and state.ema_g_params is None
-    new_state, metrics = _train_step()(state, _batch(), _key(2))
+    new_state, metrics = _train_step(ema_decay=0.0)(state, _batch(), _key(2))
     assert set(metrics) == METRIC_NAMES
     assert all(bool(jnp.isfinite(value)) for value in metrics.values())
     assert _all_leaves_differ(state.d_params, new_state.d_params)
@@ -237,6 +240,53 @@ def test_create_gan_state_is_shape_only_under_eval_shape():
     assert abstract.ema_g_params is None
     assert abstract.g_params["UpConv2x_3"]["kernel"].shape == (4, 4, 8, 1)
     assert abstract.nz == 8
+
+
+def test_the_state_is_created_from_the_step_options_of_its_config():
+    config = test_config.get_config()
+    config.train.ada = True
+    config.train.ema_decay = 0.9
+    options = steps.StepOptions.from_config(config.train)
+    assert (options.ada, options.ema_decay) == (True, 0.9)
+    abstract = jax.eval_shape(setup.make_init(config, num_classes=2), _key(0))
+    assert abstract.ada_p.shape == abstract.ada_signs.shape == ()
+    assert jax.tree.structure(abstract.ema_g_params) == jax.tree.structure(abstract.g_params)
+
+
+@pytest.mark.parametrize(
+    ("state_options", "step_options", "message"),
+    [
+        (
+            {},
+            {"ada": True},
+            r"StepOptions\(ada=True\) needs ADA's p in the state, which keeps none: .*ada=True",
+        ),
+        (
+            {"ada": True},
+            {},
+            r"The state keeps ADA's p but StepOptions\(ada=False\) would leave it unused",
+        ),
+        (
+            {},
+            {"ema_decay": 0.5},
+            r"StepOptions\(ema_decay=0.5\) needs the EMA of G's params in the state, .*ema=True",
+        ),
+        (
+            {"ema_decay": 0.5},
+            {},
+            r"keeps an EMA of G's params but StepOptions\(ema_decay=0.0\) would leave it frozen",
+        ),
+    ],
+)
+def test_a_state_made_for_other_options_is_refused(state_options, step_options, message):
+    config = test_config.get_config()
+    for name, value in state_options.items():
+        config.train[name] = value
+    state = jax.eval_shape(setup.make_init(config, num_classes=2), _key(0))
+    options = steps.StepOptions(**step_options)
+    for step in (steps.gan_train_step, steps.discriminator_step, steps.generator_step):
+        with pytest.raises(ValueError, match=message):
+            step(state, _batch(), _key(2), options=options)
 
 
 def test_package_exports_the_steps():

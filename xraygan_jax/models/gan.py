@@ -36,9 +36,9 @@ Label conditioning (`conditioning`, config.model.conditioning):
      scale at initialisation) or the last hidden layer (FC); embedding init normal(0, 0.02).
 
   D "acgan" (Odena et al. 2017): D does not see the label; a second head predicts it from the
-     same features, returning (logits [B], class_logits [B, num_classes]). The training step adds
-     the cross-entropy of that head to both losses (xraygan_jax.train.steps). It needs both
-     classes in one GAN (config.train.per_class=False).
+     same features, its class_logits [B, num_classes] returned beside the logits. The training
+     step adds the cross-entropy of that head to both losses (xraygan_jax.train.steps). It needs
+     both classes in one GAN (config.train.per_class=False).
 
 Discriminator options for small sets (config.model):
   d_norm         "batch" (the tutorial's BatchNorm after every down-convolution but the first),
@@ -89,7 +89,12 @@ trains stably on small sets with hinge loss and few D steps, built from layers X
 
 Calls, for every kind:
     images = generator.apply(variables, z, labels, train=False)         # [B, S, S, 1] in [-1, 1]
-    logits = discriminator.apply(variables, images, labels, train=False)  # [B]; acgan: a pair
+    outputs = discriminator.apply(variables, images, labels, train=False)  # a DOutput
+    outputs.logits                                                      # [B]
+    outputs.class_logits                        # [B, num_classes] with an ACGAN head, else None
+Every discriminator returns a DOutput, whatever its head, so callers never ask which kind it is.
+`make_gan` checks the options once (`check_model_options`, `check_image_size`); the modules
+trust the fields they are built with.
 With train=True, pass mutable=["batch_stats"] (and rngs={"dropout": key} to the FC
 discriminator). Every module takes `axis_name`: BatchNorm then averages its batch statistics
 over that mapped axis (inside shard_map or pmap), so they are those of the global batch.
@@ -110,6 +115,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -131,6 +137,20 @@ _KERAS_BN_EPSILON = 1e-3
 _LEAKY_SLOPE = 0.2
 # PyTorch nn.Embedding initialises normal(0, 1).
 _embedding_init = nn.initializers.normal(stddev=1.0)
+
+
+@flax.struct.dataclass
+class DOutput:
+    """What every discriminator returns; a pytree, so it passes through jit, vjp and eval_shape.
+
+    Attributes:
+        logits: real-against-fake logits [B], in at least float32 (module docstring).
+        class_logits: the ACGAN head's logits [B, num_classes] (conditioning "acgan"); None
+            without that head.
+    """
+
+    logits: jax.Array
+    class_logits: jax.Array | None = None
 
 
 def num_up_convs(image_size: int, kind: str = "dcgan") -> int:
@@ -202,15 +222,19 @@ def _check_conditioning(conditioning: str) -> None:
         )
 
 
+def _check_d_norm(d_norm: str) -> None:
+    if d_norm not in D_NORMS:
+        raise ValueError(
+            f"--config.model.d_norm={d_norm!r} is unknown; use one of: {', '.join(D_NORMS)}"
+        )
+
+
 def check_discriminator_options(d_norm: str, spectral_norm: bool) -> None:
     """Raises ValueError for an unknown d_norm or spectral norm with BatchNorm (module docstring).
 
     The messages name the config flags (config.model.d_norm, config.model.spectral_norm).
     """
-    if d_norm not in D_NORMS:
-        raise ValueError(
-            f"--config.model.d_norm={d_norm!r} is unknown; use one of: {', '.join(D_NORMS)}"
-        )
+    _check_d_norm(d_norm)
     if spectral_norm and d_norm == "batch":
         raise ValueError(
             "--config.model.spectral_norm=True cannot be combined with "
@@ -223,9 +247,9 @@ def check_discriminator_options(d_norm: str, spectral_norm: bool) -> None:
 def check_sngan_options(conditioning: str, d_norm: str) -> None:
     """Raises ValueError for the options the SN-ResNet cGAN (kind "sngan") cannot use.
 
-    The messages name the flags and say why (module docstring).
+    The messages name the flags and say why (module docstring). The conditioning is one of
+    CONDITIONINGS (`check_model_options` checks that first).
     """
-    _check_conditioning(conditioning)
     if conditioning == "plane":
         raise ValueError(
             "--config.model.conditioning=plane cannot be used with --config.model.kind=sngan: "
@@ -247,7 +271,8 @@ def check_sngan_options(conditioning: str, d_norm: str) -> None:
 def check_model_options(model_config: ml_collections.ConfigDict) -> None:
     """The option combinations of config.model that a kind cannot build; nothing is built.
 
-    The image size is checked by `make_gan`.
+    The one check of the model section: `make_gan` runs it, and the modules trust the options
+    they are built with. The image size, which comes from config.data, is `check_image_size`'s.
 
     Raises:
         ValueError: an unknown kind or conditioning, an unknown d_norm, spectral norm with
@@ -263,8 +288,23 @@ def check_model_options(model_config: ml_collections.ConfigDict) -> None:
     d_norm = model_config.get("d_norm", "batch")
     if kind == "dcgan":
         check_discriminator_options(d_norm, bool(model_config.get("spectral_norm", False)))
-    elif kind == "sngan":
+    elif kind == "fcgan":
+        _check_d_norm(d_norm)  # its D has no BatchNorm: "batch" means none, any spectral_norm
+    else:
         check_sngan_options(model_config.conditioning, d_norm)
+
+
+def check_image_size(kind: str, image_size: int) -> None:
+    """Raises ValueError for an image size `kind` cannot build: dcgan and sngan take
+    SUPPORTED_IMAGE_SIZES, fcgan any size (`num_up_convs`' message)."""
+    if kind != "fcgan":
+        num_up_convs(image_size, kind)
+
+
+def discriminator_has_batch_norm(model_config: ml_collections.ConfigDict) -> bool:
+    """Whether D normalises with BatchNorm, which in train mode makes each image's logit depend
+    on the whole batch: dcgan's D with d_norm "batch" (fcgan's and sngan's D have none)."""
+    return model_config.kind == "dcgan" and model_config.get("d_norm", "batch") == "batch"
 
 
 class _DiscriminatorLayers:
@@ -317,14 +357,14 @@ def _heads(
     num_classes: int,
     conditioning: str,
     weighted: _DiscriminatorLayers,
-):
-    """D's output from its logit and pooled features: logits, or (logits, class logits)."""
+) -> DOutput:
+    """D's output from its logit and pooled features: the projection or ACGAN head, if any."""
     if conditioning == "projection":
-        return logits + _projection(labels, features, num_classes, weighted)
+        return DOutput(logits + _projection(labels, features, num_classes, weighted))
     if conditioning == "acgan":
         classifier = nn.Dense(num_classes, kernel_init=layers.dcgan_kernel_init, name="classifier")
-        return logits, weighted(classifier, features)
-    return logits
+        return DOutput(logits, weighted(classifier, features))
+    return DOutput(logits)
 
 
 class DCGenerator(nn.Module):
@@ -365,7 +405,7 @@ class DCGenerator(nn.Module):
 
 
 class DCDiscriminator(nn.Module):
-    """DCGAN-tutorial discriminator conditioned on the label: (images, labels) -> logits [B]."""
+    """DCGAN-tutorial discriminator conditioned on the label: (images, labels) -> DOutput."""
 
     image_size: int = 64
     num_classes: int = 2
@@ -378,10 +418,8 @@ class DCDiscriminator(nn.Module):
     dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> DOutput:
         num_down = num_up_convs(self.image_size)
-        _check_conditioning(self.conditioning)
-        check_discriminator_options(self.d_norm, self.spectral_norm)
         weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)
         x = images
         if self.conditioning == "plane":
@@ -447,7 +485,7 @@ class FCGenerator(nn.Module):
 
 
 class FCDiscriminator(nn.Module):
-    """The second report's dense discriminator with dropout: (images, labels) -> logits [B].
+    """The second report's dense discriminator with dropout: (images, labels) -> DOutput.
 
     `axis_name` is accepted for a uniform interface; this discriminator has no BatchNorm.
     """
@@ -466,10 +504,7 @@ class FCDiscriminator(nn.Module):
     dtype: Any = None  # activations and matmuls; None: the inputs' (module docstring)
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
-        _check_conditioning(self.conditioning)
-        if self.d_norm not in D_NORMS:
-            check_discriminator_options(self.d_norm, False)
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> DOutput:
         weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)
         x = images.reshape(images.shape[0], -1)
         if self.conditioning == "plane":
@@ -645,7 +680,7 @@ class ResNetGenerator(nn.Module):
 
 
 class ResNetDiscriminator(nn.Module):
-    """SN-ResNet discriminator with projection: (images, labels) -> logits [B] (acgan: a pair).
+    """SN-ResNet discriminator with projection (or an ACGAN head): (images, labels) -> DOutput.
 
     `axis_name` is accepted for a uniform interface; this discriminator has no BatchNorm.
     """
@@ -659,8 +694,7 @@ class ResNetDiscriminator(nn.Module):
     dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
     @nn.compact
-    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool):
-        check_sngan_options(self.conditioning, "none")
+    def __call__(self, images: jax.Array, labels: jax.Array, *, train: bool) -> DOutput:
         widths = _sngan_widths(self.image_size, self.ndf)
         weighted = _DiscriminatorLayers(train=train, spectral_norm=self.spectral_norm)
         x = images
@@ -706,14 +740,14 @@ def make_gan(
         (generator, discriminator), unbound Linen modules.
 
     Raises:
-        ValueError: an unknown kind, conditioning or d_norm, an image size dcgan or sngan
-            does not support, spectral norm with dcgan's BatchNorm, or a conditioning or
-            d_norm sngan cannot use (`check_model_options`).
+        ValueError: an unknown kind, conditioning or d_norm, spectral norm with dcgan's
+            BatchNorm, or a conditioning or d_norm sngan cannot use (`check_model_options`); an
+            image size dcgan or sngan does not support (`check_image_size`).
     """
     kind = model_config.kind
     check_model_options(model_config)
+    check_image_size(kind, image_size)  # the size error belongs at construction, not first call
     if kind == "dcgan":
-        num_up_convs(image_size)  # the size error belongs at construction, not at first call
         generator = DCGenerator(
             image_size=image_size,
             num_classes=num_classes,
@@ -752,7 +786,6 @@ def make_gan(
             dtype=dtype,
         )
     else:  # "sngan"; check_model_options refused any other kind
-        num_up_convs(image_size, "sngan")
         generator = ResNetGenerator(
             image_size=image_size,
             num_classes=num_classes,

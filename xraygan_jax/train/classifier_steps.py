@@ -33,7 +33,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from xraygan_jax.train import augment
+from xraygan_jax.train import augment, sharding
 
 Batch = dict[str, jax.Array]
 Metrics = dict[str, jax.Array]
@@ -141,16 +141,6 @@ def create_classifier_state(
     )
 
 
-def _mean_over(tree: Any, axis_name: str | None) -> Any:
-    """pmean over axis_name, or the tree itself when there is none.
-
-    As in xraygan_jax.train.steps: the step differentiates the global loss (built from pmeans)
-    and pmeans the gradients, which is right under both autodiff semantics of mapped axes
-    (shard_map with check_vma=True or False, pmap).
-    """
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
-
-
 def _example_weights(batch: Batch) -> jax.Array:
     """float32 [B]: batch["weight"] times batch["mask"], each 1 where absent."""
     weights = jnp.ones(batch["label"].shape, jnp.float32)
@@ -216,7 +206,7 @@ def classifier_train_step(
     labels = batch["label"].astype(jnp.float32)
     weights = _example_weights(batch)
     # Means of per-device sums: their ratio is the global weighted mean.
-    total_weight = jnp.maximum(_mean_over(jnp.sum(weights), axis_name), 1e-12)
+    total_weight = jnp.maximum(sharding.mean_over(jnp.sum(weights), axis_name), 1e-12)
 
     def loss_fn(params):
         logits, updated = model.apply(
@@ -227,15 +217,17 @@ def classifier_train_step(
             rngs={"dropout": dropout_key},
         )
         losses = optax.sigmoid_binary_cross_entropy(logits, labels)
-        loss = _mean_over(jnp.sum(weights * losses), axis_name) / total_weight
+        loss = sharding.mean_over(jnp.sum(weights * losses), axis_name) / total_weight
         return loss, (logits, updated.get("batch_stats", {}))
 
     (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
-    grads = _mean_over(grads, axis_name)
+    grads = sharding.mean_over(grads, axis_name)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
     counted = (weights > 0).astype(jnp.float32)
     correct = ((logits > 0) == (labels > 0.5)).astype(jnp.float32)
-    num_correct, num_counted = _mean_over((jnp.sum(correct * counted), jnp.sum(counted)), axis_name)
+    num_correct, num_counted = sharding.mean_over(
+        (jnp.sum(correct * counted), jnp.sum(counted)), axis_name
+    )
     metrics = {"loss": loss, "accuracy": num_correct / jnp.maximum(num_counted, 1e-12)}
     new_state = state.replace(
         step=state.step + 1,

@@ -2,6 +2,7 @@
 
 GANs:
 
+    setup.check_gan_config(config)  # errors.ConfigError naming the flags, before anything is built
     generator, discriminator = setup.make_models(config, num_classes=2)
     state = jax.jit(setup.make_init(config, num_classes=2))(jax.random.key(0))
     abstract, init = setup.abstract_state(config, num_classes=2, mesh=mesh)
@@ -28,12 +29,62 @@ from typing import Any
 import jax
 import ml_collections
 
-from xraygan_jax import compiler
+from xraygan_jax import compiler, errors
 from xraygan_jax.models import classifier as classifier_lib
 from xraygan_jax.models import gan
 from xraygan_jax.pretrained import inception_weights, resnet_weights
-from xraygan_jax.train import augment, classifier_steps, optimizers, sharding
+from xraygan_jax.train import augment, classifier_steps, optimizers, sharding, steps
 from xraygan_jax.train import state as state_lib
+
+
+def check_gan_config(config: ml_collections.ConfigDict) -> None:
+    """Refuses the options of a GAN config that cannot work, alone or together; builds nothing.
+
+    Each section's own rules live beside what they configure and run from here:
+    config.model's in `gan.check_model_options`, config.train's step options in
+    `steps.StepOptions.check`. The rules that span sections live here, the lowest layer that
+    sees them all:
+      - config.data.image_size: a size config.model.kind can build;
+      - config.train.compute_dtype: a dtype the models can run in;
+      - a loss that needs per-image logits (`losses.Loss.needs_per_image_logits`, WGAN-GP's
+        gradient penalty) with BatchNorm in D (config.model.d_norm=batch);
+      - an ACGAN discriminator (config.model.conditioning=acgan) in a per-class GAN
+        (config.train.per_class), whose class head would have one class to learn.
+    Data, devices and evaluation are the training loop's to check (`gan_loop.validate`, which
+    calls this first).
+
+    Args:
+      config: a GAN config (`model`, `data.image_size`, `train`).
+
+    Raises:
+      errors.ConfigError: the first rule broken; the message names the flags and the fix.
+    """
+    model, train = config.model, config.train
+    try:
+        gan.check_model_options(model)
+        compute_dtype(config)
+        options = steps.StepOptions.from_config(train)
+        options.check()
+    except ValueError as error:
+        raise errors.ConfigError(str(error)) from error
+    try:
+        gan.check_image_size(model.kind, config.data.image_size)
+    except ValueError as error:
+        raise errors.ConfigError(
+            f"{error} (--config.model.kind / --config.data.image_size)"
+        ) from error
+    if options.gan_loss.needs_per_image_logits and gan.discriminator_has_batch_norm(model):
+        raise errors.ConfigError(
+            f"--config.train.loss={options.loss} cannot be combined with "
+            f"--config.model.d_norm=batch: {options.gan_loss.per_image_reason}; set "
+            "--config.model.d_norm=layer or none."
+        )
+    if model.conditioning == "acgan" and train.per_class:
+        raise errors.ConfigError(
+            "--config.model.conditioning=acgan needs both classes in one GAN: its auxiliary "
+            "classifier has nothing to tell apart in a per-class GAN; set "
+            "--config.train.per_class=false."
+        )
 
 
 def compute_dtype(config: ml_collections.ConfigDict) -> Any:
@@ -64,14 +115,17 @@ def make_models(config: ml_collections.ConfigDict, num_classes: int) -> tuple[An
 
 
 def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.partial:
-    """`key -> GANState` for a config: its models, optimisers, image size, nz and EMA decay.
+    """`key -> GANState` for a config: its models, optimisers, image size and nz.
 
-    Pure: jit it, or `jax.eval_shape` it.
+    The state keeps ADA's p and the EMA of G's params where the config's step options,
+    `steps.StepOptions.from_config(config.train)`, turn them on; the steps are given those
+    options. Pure: jit it, or `jax.eval_shape` it.
 
     Example:
         state = jax.jit(setup.make_init(config, num_classes=2))(jax.random.key(0))
     """
     generator, discriminator = make_models(config, num_classes)
+    options = steps.StepOptions.from_config(config.train)
     return functools.partial(
         state_lib.create_gan_state,
         generator,
@@ -80,8 +134,8 @@ def make_init(config: ml_collections.ConfigDict, num_classes: int) -> functools.
         optimizers.make_optimizer(config.optim, "d"),
         image_size=config.data.image_size,
         nz=config.model.nz,
-        ema_decay=config.train.ema_decay,
-        ada=bool(config.train.get("ada", False)),
+        ema=options.ema_decay > 0,
+        ada=bool(options.ada),
     )
 
 

@@ -3,7 +3,8 @@
 The form JAX recommends since pmap went into maintenance in JAX 0.8 (docs/design_notes.md, section
 "Train steps and data parallelism"): jit the step with these shardings and XLA inserts the
 collectives; BatchNorm statistics and losses are then over the global batch, exactly as on one
-device.
+device. The steps also run per device, under `jax.shard_map` or `pmap` with an `axis_name`;
+`mean_over` is their one reduction over that axis.
 """
 
 from typing import Any
@@ -79,3 +80,27 @@ def shard_batch(batch: Any, mesh: jax.sharding.Mesh) -> Any:
     return jax.tree.map(
         lambda part: jax.make_array_from_process_local_data(sharding, np.asarray(part)), batch
     )
+
+
+def mean_over(tree: Any, axis_name: str | None) -> Any:
+    """pmean over axis_name, or the tree itself when there is none (the global view).
+
+    Under axis_name the steps (xraygan_jax.train.steps, xraygan_jax.train.classifier_steps)
+    differentiate the pmean of the per-device losses (the global loss) and then pmean the
+    gradients, which is right under both of JAX's autodiff semantics for mapped axes. In shard_map
+    with check_vma=True, replicated params are invariant, so their gradient of the (invariant)
+    global loss already is the global gradient and the second pmean leaves it unchanged. Under
+    pmap or check_vma=False, each device gets d(sum of the per-device losses)/d(its copy of the
+    params) divided by the device count, and the pmean of those is the global gradient.
+    (Differentiating the local loss and pmean-ing the gradients alone would be N times too large
+    with check_vma=True, which sums over devices in the transpose of the implicit broadcast of
+    replicated params; Adam hides it in the params but not in its moments.)
+
+    Args:
+        tree: a pytree of arrays (a loss, gradients, metrics).
+        axis_name: the mapped axis, or None.
+
+    Returns:
+        The tree averaged over the axis, or `tree` itself.
+    """
+    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)

@@ -1,9 +1,14 @@
 """The GAN training state: one pytree holding everything a step changes and resume needs.
 
 Forked from `flax.training.train_state.TrainState` for two optimisers (its docstring's advice).
-The modules, optimisers and EMA decay are static fields (part of the pytree's structure, not its
-leaves), so a jitted step sees them as constants. No PRNG key is stored: callers pass
+The modules and optimisers are static fields (part of the pytree's structure, not its leaves), so
+a jitted step sees them as constants. No PRNG key is stored: callers pass
 `jax.random.fold_in(base_key, step)` to each step.
+
+The state keeps the running values of ADA (p) and of the EMA of G (its params), so that
+checkpoints hold them; whether they run, and their hyper-parameters (the EMA's decay, ADA's
+target), are the step options' (`steps.StepOptions`), from which `train.setup.make_init` creates
+the state.
 """
 
 from typing import Any
@@ -24,14 +29,13 @@ class GANState:
         g_params, g_batch_stats: the generator's "params" and "batch_stats" collections.
         d_params, d_batch_stats: the discriminator's (d_batch_stats is {} without BatchNorm).
         g_opt_state, d_opt_state: optax states of g_tx and d_tx.
-        ema_g_params: exponential moving average of g_params; None when ema_decay == 0.
+        ema_g_params: exponential moving average of g_params; None without EMA.
         ada_p: ADA's augmentation probability p, a float32 scalar; None without ADA. It is part of
             the state, so checkpoints keep it and a resumed run goes on from the saved p.
         ada_signs: the sum of mean(sign(D(x_real))) over the steps since p was last adjusted
             (float32 scalar; None without ADA).
         generator, discriminator: the Linen modules (static).
         g_tx, d_tx: the optax optimisers (static).
-        ema_decay: EMA decay per generator update, 0 = off (static).
         nz: latent size, so steps can sample z (static).
     """
 
@@ -49,7 +53,6 @@ class GANState:
     discriminator: nn.Module = flax.struct.field(pytree_node=False)
     g_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
     d_tx: optax.GradientTransformation = flax.struct.field(pytree_node=False)
-    ema_decay: float = flax.struct.field(pytree_node=False, default=0.0)
     nz: int = flax.struct.field(pytree_node=False, default=100)
 
 
@@ -62,7 +65,7 @@ def create_gan_state(
     *,
     image_size: int,
     nz: int,
-    ema_decay: float = 0.0,
+    ema: bool = False,
     ada: bool = False,
 ) -> GANState:
     """Initialises both networks and their optimisers. Pure: jit it, or `jax.eval_shape` it.
@@ -83,8 +86,9 @@ def create_gan_state(
         key: a typed PRNG key (`jax.random.key`).
         image_size: side of the square images.
         nz: latent size.
-        ema_decay: > 0 keeps an EMA of the generator's params, starting at the initial params.
-        ada: keep ADA's augmentation probability (starting at 0) in the state.
+        ema: keep an EMA of the generator's params, starting at the initial params (for
+            options with ema_decay > 0).
+        ada: keep ADA's augmentation probability, starting at 0 (for options with ada=True).
 
     Returns:
         A GANState at step 0.
@@ -105,13 +109,12 @@ def create_gan_state(
         d_batch_stats=d_variables.get("batch_stats", {}),
         g_opt_state=g_tx.init(g_params),
         d_opt_state=d_tx.init(d_params),
-        ema_g_params=jax.tree.map(jnp.copy, g_params) if ema_decay > 0 else None,
+        ema_g_params=jax.tree.map(jnp.copy, g_params) if ema else None,
         ada_p=jnp.zeros((), jnp.float32) if ada else None,
         ada_signs=jnp.zeros((), jnp.float32) if ada else None,
         generator=generator,
         discriminator=discriminator,
         g_tx=g_tx,
         d_tx=d_tx,
-        ema_decay=float(ema_decay),
         nz=int(nz),
     )

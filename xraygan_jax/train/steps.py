@@ -42,13 +42,13 @@ Data parallelism:
 """
 
 import dataclasses
-from typing import Any
+import functools
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from xraygan_jax.train import diffaugment, losses
+from xraygan_jax.train import diffaugment, losses, sharding
 from xraygan_jax.train import state as state_lib
 
 Batch = dict[str, jax.Array]
@@ -96,34 +96,25 @@ def _modules(state: state_lib.GANState, axis_name: str | None):
     )
 
 
-def _mean_over(tree: Any, axis_name: str | None) -> Any:
-    """pmean over axis_name, or the tree itself when there is none.
-
-    Under axis_name the steps differentiate the pmean of the per-device losses (the global
-    loss) and then pmean the gradients, which is right under both of JAX's autodiff semantics for
-    mapped axes. In shard_map with check_vma=True, replicated params are invariant, so their
-    gradient of the (invariant) global loss already is the global gradient and the second pmean
-    leaves it unchanged. Under pmap or check_vma=False, each device gets d(sum of the per-device
-    losses)/d(its copy of the params) divided by the device count, and the pmean of those is the
-    global gradient. (Differentiating the local loss and pmean-ing the gradients alone would be
-    N times too large with check_vma=True, which sums over devices in the transpose of the
-    implicit broadcast of replicated params; Adam hides it in the params but not in its moments.)
-    """
-    return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
-
-
 @dataclasses.dataclass(frozen=True)
 class StepOptions:
     """What one training step does beyond the reports' recipe; static (hashable) for jit.
 
     The defaults are the reports' step: one D and one G update, BCE, no augmentation, no
-    penalties. `from_config(config.train)` reads them from a job config.
+    penalties, no EMA. `from_config(config.train)` reads them from a job config.
+
+    The options own ADA and the EMA of G: whether they run, and their hyper-parameters. Their
+    running values (ADA's p, the EMA's params) live in the state, so that checkpoints keep them;
+    `train.setup.make_init` creates the state from these options, and every step refuses a
+    state that does not keep what its options update (`check_state`).
 
     Attributes:
         d_updates_per_step: D updates per iteration (same real batch, fresh z each).
         g_updates_per_step: G updates per iteration (2 = the second report's double training).
-        loss: "bce", "hinge", "least_squares" or "wgan_gp" (xraygan_jax.train.losses).
-        gp_weight: WGAN-GP's penalty weight (used with loss "wgan_gp"; the paper's 10).
+        loss: the name of a GAN loss in losses.LOSSES: "bce", "hinge", "least_squares" or
+            "wgan_gp"; `gan_loss` is its entry.
+        gp_weight: WGAN-GP's penalty weight (used by a loss that needs the gradient penalty;
+            the paper's 10).
         r1_weight: R1's gamma on real images; 0 = off.
         r1_every: R1 is computed every r1_every-th step, weighted by r1_every (lazy).
         r1_now: whether this step computes R1; None = decided inside the step from state.step
@@ -133,13 +124,16 @@ class StepOptions:
             holding a cond (docs/performance.md, section "Gradient penalties").
         diffaugment: DiffAugment policies applied to every image D sees, real and fake, in both
             updates, e.g. "color,translation,cutout" (xraygan_jax.train.diffaugment); "" = none.
+        ada: ADA on (Karras et al. 2020): the state keeps p (create_gan_state(ada=True)),
+            which the step moves every ada_interval steps.
         ada_augment: the policies ADA applies, each to each image with probability state.ada_p.
-            ADA is on when the state keeps ada_p (create_gan_state(ada=True)).
         ada_target: the target of r_t = E[sign(D(x_real))]; p rises while r_t is above it.
         ada_interval: steps between adjustments of p.
         ada_kimg: thousands of images shown over which p can move from 0 to 1.
         acgan_weight: weight of the auxiliary classifier's cross-entropy (ACGAN discriminators,
             config.model.conditioning = "acgan").
+        ema_decay: decay per G update of the exponential moving average of G's params, which
+            the state keeps when it is > 0 (create_gan_state(ema=True)); 0 = no EMA.
     """
 
     d_updates_per_step: int = 1
@@ -150,11 +144,13 @@ class StepOptions:
     r1_every: int = 16
     r1_now: bool | None = None
     diffaugment: str = ""
+    ada: bool = False
     ada_augment: str = "color,translation,cutout"
     ada_target: float = 0.6
     ada_interval: int = 4
     ada_kimg: float = 500.0
     acgan_weight: float = 1.0
+    ema_decay: float = 0.0
 
     def check(self) -> None:
         """Raises ValueError naming the `--config.train.` flag of a value that cannot work."""
@@ -176,6 +172,44 @@ class StepOptions:
             )
         if not float(self.ada_kimg) > 0:
             raise ValueError(f"--config.train.ada_kimg={self.ada_kimg} must be > 0.")
+
+    def check_state(self, state: state_lib.GANState) -> None:
+        """Raises ValueError unless the state keeps exactly what these options update.
+
+        ADA's p and the EMA's params are created with the state; with a state made for other
+        options the step could not run ADA or the EMA, or would silently leave them unused.
+        `train.setup.make_init` creates the state from `StepOptions.from_config(config.train)`,
+        so the two agree.
+        """
+        if self.ada and state.ada_p is None:
+            raise ValueError(
+                "StepOptions(ada=True) needs ADA's p in the state, which keeps none: create the "
+                "state with create_gan_state(..., ada=True), as train.setup.make_init does with "
+                "--config.train.ada=true."
+            )
+        if not self.ada and state.ada_p is not None:
+            raise ValueError(
+                "The state keeps ADA's p but StepOptions(ada=False) would leave it unused: pass "
+                "ada=True (StepOptions.from_config reads --config.train.ada), or create the state "
+                "without ADA."
+            )
+        if self.ema_decay > 0 and state.ema_g_params is None:
+            raise ValueError(
+                f"StepOptions(ema_decay={self.ema_decay}) needs the EMA of G's params in the "
+                "state, which keeps none: create the state with create_gan_state(..., ema=True), "
+                "as train.setup.make_init does with --config.train.ema_decay > 0."
+            )
+        if not self.ema_decay > 0 and state.ema_g_params is not None:
+            raise ValueError(
+                f"The state keeps an EMA of G's params but StepOptions(ema_decay={self.ema_decay}) "
+                "would leave it frozen: pass the decay (StepOptions.from_config reads "
+                "--config.train.ema_decay), or create the state without EMA."
+            )
+
+    @functools.cached_property
+    def gan_loss(self) -> losses.Loss:
+        """The losses.Loss entry that `loss` names, looked up once (ValueError if none)."""
+        return losses.get_loss(self.loss)
 
     def at_step(self, step: int) -> "StepOptions":
         """These options for step number `step` (= state.step before it), R1's turn decided.
@@ -215,8 +249,7 @@ def _d_outputs(discriminator, params, batch_stats, images, labels, dropout_key):
         mutable=["batch_stats"],
         rngs={"dropout": dropout_key},
     )
-    logits, class_logits = outputs if isinstance(outputs, tuple) else (outputs, None)
-    return logits, class_logits, updated.get("batch_stats", {})
+    return outputs.logits, outputs.class_logits, updated.get("batch_stats", {})
 
 
 def _apply_discriminator(discriminator, params, batch_stats, images, labels, dropout_key):
@@ -277,7 +310,7 @@ def _seen(state, images, key, options: StepOptions, which: int):
     if policy:
         stream = jax.random.fold_in(key, _AUGMENT_STREAM)
         images = diffaugment.augment(jax.random.fold_in(stream, which), images, policy)
-    if state.ada_p is not None:
+    if options.ada:
         stream = jax.random.fold_in(key, _ADA_STREAM)
         images = diffaugment.augment(
             jax.random.fold_in(stream, which), images, options.ada_augment, state.ada_p
@@ -310,7 +343,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
         fake_logits, fake_classes, batch_stats = _d_outputs(
             discriminator, d_params, batch_stats, fakes, labels, fake_key
         )
-        loss = losses.discriminator_loss(real_logits, fake_logits, options.loss)
+        loss = options.gan_loss.d_loss(real_logits, fake_logits)
         loss += options.acgan_weight * (
             _class_loss(real_classes, labels) + _class_loss(fake_classes, labels)
         )
@@ -322,7 +355,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
             )[0]
 
         extra = {}
-        if options.loss == "wgan_gp":
+        if options.gan_loss.needs_gradient_penalty:
             extra["d/gp"] = losses.gradient_penalty(logits_of, images, fakes, penalty_key)
             loss += options.gp_weight * extra["d/gp"]
         if options.r1_weight > 0:
@@ -331,13 +364,13 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
                 state.step, options, lambda: losses.r1_penalty(logits_of, images)
             )
             loss += 0.5 * options.r1_weight * options.r1_every * extra["d/r1"]
-        loss = _mean_over(loss, axis_name)
+        loss = sharding.mean_over(loss, axis_name)
         return loss, (batch_stats, real_logits, fake_logits, extra)
 
     (loss, (batch_stats, real_logits, fake_logits, extra)), grads = jax.value_and_grad(
         loss_fn, has_aux=True
     )(state.d_params)
-    grads = _mean_over(grads, axis_name)
+    grads = sharding.mean_over(grads, axis_name)
     updates, d_opt_state = state.d_tx.update(grads, state.d_opt_state, state.d_params)
     new_state = state.replace(
         d_params=optax.apply_updates(state.d_params, updates),
@@ -350,9 +383,9 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
         "d/fake_prob": jnp.mean(jax.nn.sigmoid(fake_logits)),
         **extra,
     }
-    if state.ada_p is not None:
+    if options.ada:
         metrics["d/real_sign"] = jnp.mean(jnp.sign(real_logits))
-    return new_state, _mean_over(metrics, axis_name)
+    return new_state, sharding.mean_over(metrics, axis_name)
 
 
 def _generator_update(state, batch, generated, key, axis_name, options: StepOptions):
@@ -366,18 +399,18 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         fake_logits, fake_classes, d_batch_stats = _d_outputs(
             discriminator, state.d_params, state.d_batch_stats, seen, labels, dropout_key
         )
-        loss = losses.generator_loss(fake_logits, options.loss)
+        loss = options.gan_loss.g_loss(fake_logits)
         loss += options.acgan_weight * _class_loss(fake_classes, labels)
-        return _mean_over(loss, axis_name), d_batch_stats
+        return sharding.mean_over(loss, axis_name), d_batch_stats
 
     (loss, d_batch_stats), fakes_grad = jax.value_and_grad(loss_fn, has_aux=True)(fakes)
     (grads,) = pullback(fakes_grad)
-    grads = _mean_over(grads, axis_name)
+    grads = sharding.mean_over(grads, axis_name)
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
     g_params = optax.apply_updates(state.g_params, updates)
     ema_g_params = state.ema_g_params
-    if state.ema_decay > 0:
-        ema_g_params = optax.incremental_update(g_params, ema_g_params, 1.0 - state.ema_decay)
+    if options.ema_decay > 0:
+        ema_g_params = optax.incremental_update(g_params, ema_g_params, 1.0 - options.ema_decay)
     new_state = state.replace(
         g_params=g_params,
         g_batch_stats=g_batch_stats,
@@ -385,7 +418,7 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         g_opt_state=g_opt_state,
         ema_g_params=ema_g_params,
     )
-    return new_state, _mean_over({"loss/g": loss}, axis_name)
+    return new_state, sharding.mean_over({"loss/g": loss}, axis_name)
 
 
 def _adapt_augmentation(state, real_sign, global_batch: int, options: StepOptions):
@@ -428,7 +461,7 @@ def discriminator_step(
         batch: {"image": [B, S, S, 1] in [-1, 1], "label": int32 [B]} (this device's share under
             axis_name).
         key: PRNG key of this step (z, dropout).
-        options: loss, penalties and augmentation (StepOptions; update counts are ignored).
+        options: loss, penalties, augmentation, ADA (StepOptions; update counts are ignored).
         axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
             or None for a global-view (jit) call.
 
@@ -436,7 +469,11 @@ def discriminator_step(
         (new state, metrics) with "loss/d", "d/real_prob" (mean sigmoid(D(x))) and "d/fake_prob"
         (mean sigmoid(D(G(z))) before the update), scalars, plus "d/gp", "d/r1" and
         "d/real_sign" when those are on. state.step and ADA's p are unchanged.
+
+    Raises:
+        ValueError: a state that does not keep what the options update (`check_state`).
     """
+    options.check_state(state)
     fakes, _, _ = _generate_for_training(state, batch["label"], key, axis_name)
     return _discriminator_update(state, batch, fakes, key, axis_name, options)
 
@@ -462,14 +499,19 @@ def generator_step(
         state: the GANState.
         batch: {"image": [B, S, S, 1], "label": int32 [B]} (this device's share under axis_name).
         key: PRNG key of this step; the same key as a discriminator_step gives the same z.
-        options: loss and augmentation (StepOptions; update counts are ignored).
+        options: loss, augmentation, ADA, EMA (StepOptions; update counts are ignored).
         axis_name: the mapped axis to average gradients, metrics and BatchNorm statistics over,
             or None for a global-view (jit) call.
 
     Returns:
         (new state, {"loss/g": scalar}). G's and D's running statistics move (both ran in train
-        mode); ema_g_params follows the new params when ema_decay > 0. state.step is unchanged.
+        mode); ema_g_params follows the new params when options.ema_decay > 0. state.step is
+        unchanged.
+
+    Raises:
+        ValueError: a state that does not keep what the options update (`check_state`).
     """
+    options.check_state(state)
     generated = _generate_for_training(state, batch["label"], key, axis_name)
     return _generator_update(state, batch, generated, key, axis_name, options)
 
@@ -502,7 +544,7 @@ def gan_train_step(
         state: the GANState.
         batch: {"image": float32 [B, S, S, 1] in [-1, 1], "label": int32 [B]}.
         key: PRNG key of this iteration, e.g. fold_in(base_key, step).
-        options: update counts, loss, penalties, augmentation (StepOptions).
+        options: update counts, loss, penalties, augmentation, ADA, EMA (StepOptions).
         axis_name: the mapped axis under shard_map/pmap, or None (see the module docstring).
 
     Returns:
@@ -510,11 +552,15 @@ def gan_train_step(
         "loss/g" (mean over the G steps), scalars; with WGAN-GP "d/gp" (unweighted penalty),
         with R1 "d/r1" (unweighted mean squared gradient norm, 0 on the steps lazy R1 skips),
         with ADA "d/real_sign" (mean sign of D on real images) and "ada/p" (p after the step).
+
+    Raises:
+        ValueError: options that cannot work (`StepOptions.check`), or a state that does not
+            keep what they update (`check_state`).
     """
     # D step 0 and G step 0 share a key, so the same z and, since the D steps leave G's params
     # alone, the same forward pass of G (the tutorial's reuse of `fake`).
     options.check()
-    start = state
+    options.check_state(state)
     first_key = jax.random.fold_in(key, 0)
     first_generated = _generate_for_training(state, batch["label"], first_key, axis_name)
     d_metrics = []
@@ -537,7 +583,7 @@ def gan_train_step(
         g_metrics.append(metrics)
     metrics = jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *d_metrics)
     metrics.update(jax.tree.map(lambda *values: jnp.mean(jnp.stack(values)), *g_metrics))
-    if start.ada_p is not None:
+    if options.ada:
         global_batch = batch["label"].shape[0]
         if axis_name is not None:
             global_batch *= int(jax.lax.axis_size(axis_name))
