@@ -45,7 +45,7 @@ from absl import logging
 
 from xraygan_jax import compiler, errors, runs, viz
 from xraygan_jax.data import pipeline, sources
-from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.evaluators import gan_metrics, records
 from xraygan_jax.train import (
     checkpointing,
     multihost,
@@ -452,18 +452,18 @@ def _evaluate_during_training(
     evaluator = gan_metrics.GANMetricsEvaluator(
         config, sample_fn, labels=labels, seed=config.train.seed
     )
-    records = evaluator.records(evaluator.run(), gan=name, epoch=epoch)
+    evaluated = evaluator.records(evaluator.run(), gan=name, epoch=epoch)
     if jax.process_index() != 0:
         return
-    gan_metrics.write_records(run.eval_path, records)
-    for record in records:
+    records.write_records(run.eval_path, evaluated)
+    for record in evaluated:
         prefix = f"eval/{record['class']}/"
         metrics = {k: v for k, v in record.items() if k not in ("gan", "epoch", "class")}
         events.scalars(name, step, {prefix + k: v for k, v in metrics.items()})
     events.flush()
-    for record in records:
-        reporting.emit(f"[{name}] epoch {epoch} {gan_metrics.format_record(record)}")
-    gan_metrics.emit_collapse_warnings(records, prefix=f"[{name}] epoch {epoch} ")
+    for record in evaluated:
+        reporting.emit(f"[{name}] epoch {epoch} {records.format_record(record)}")
+    records.emit_collapse_warnings(evaluated, prefix=f"[{name}] epoch {epoch} ")
 
 
 def _check_finite(metrics: dict[str, float], name: str, step: int, epoch: int, checkpoints) -> None:
@@ -516,7 +516,7 @@ def save_sample_grids(
 def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) -> str:
     """A Markdown page linking the run's grids and curves, with the latest evaluation of each GAN
     (and a warning per collapsed class) when the run has eval.jsonl; `evaluate_gan` rewrites that
-    part (gan_metrics.update_summary)."""
+    part (evaluators.drivers.update_summary)."""
     lines = [
         "# GAN training run",
         "",
@@ -540,7 +540,7 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
             f"{m.get('d/fake_prob', float('nan')):.3f} |"
         )
     run = runs.Run(workdir)
-    evaluation = gan_metrics.summary_section(gan_metrics.read_records(run.eval_path))
+    evaluation = records.summary_section(records.read_records(run.eval_path))
     if evaluation:
         lines += ["", *evaluation]
     for result in results.values():

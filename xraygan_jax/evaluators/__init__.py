@@ -9,6 +9,10 @@ Compiled functions (the Inception network) and real-image features are cached at
 so an evaluator built every few epochs compiles once and reads the real images once.
 
 Modules:
-  gan_metrics  FID, KID and precision/recall per class with a real-vs-real floor; a whole run's
-               checkpoints (`evaluate_run`); a folder of images from any tool (`evaluate_folder`).
+  gan_metrics  FID, KID and precision/recall per class with a real-vs-real floor: the evaluator,
+               the features it compares and the checks of `config.eval`.
+  records      its records, one per (GAN, epoch, class): eval.jsonl, the log line, the collapse
+               warnings and the evaluation part of a run's summary.md.
+  drivers      what is on disk: every checkpoint of a run (`evaluate_run`), a folder of images
+               from any tool (`evaluate_folder`); the FID-against-epoch plot.
 """
