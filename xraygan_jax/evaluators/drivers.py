@@ -80,7 +80,9 @@ def evaluate_run(
         )
         for done, epoch in enumerate(chosen, start=1):
             sample_fn, _ = run.sample_fn({gan_name: epoch}, batch_stats=config.eval.batch_stats)
-            evaluator = gan_metrics.GANMetricsEvaluator(config, sample_fn, labels=labels, seed=seed)
+            evaluator = gan_metrics.GANMetricsEvaluator(
+                sample_fn, config=config, labels=labels, seed=seed
+            )
             metrics = evaluator.run()
             written += evaluator.records(metrics, gan=gan_name, epoch=epoch)
             progress.update(done, _fid_line(metrics))
@@ -115,7 +117,7 @@ def evaluate_folder(
     images = mixing.load_image_folder(images_dir, size, class_names)
     by_label = {label: images.images[images.labels == label] for label in range(len(class_names))}
     evaluator = gan_metrics.GANMetricsEvaluator(
-        config, lambda label, num, seed: by_label[label], seed=seed, extractor=extractor
+        lambda label, num, seed: by_label[label], config=config, seed=seed, extractor=extractor
     )
     metrics = evaluator.run()
     return evaluator.records(metrics, images_dir=str(images_dir))

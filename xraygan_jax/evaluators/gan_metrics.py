@@ -1,8 +1,11 @@
 """FID, KID and precision/recall per class, each beside its real-vs-real floor.
 
-    evaluator = GANMetricsEvaluator(config, sample_fn)   # config: a run's config
-    metrics = evaluator.run()                              # flat {"<class>/<metric>": value}
+    evaluator = GANMetricsEvaluator(sample_fn, config=config)   # config: a run's config
+    metrics = evaluator.run()                                     # {"<class>/<metric>": value}
     records = evaluator.records(metrics, gan="conditional", epoch=20)   # eval.jsonl's lines
+
+The evaluators' contract (`Evaluator(fn, **config).run()`, xraygan_jax.evaluators): the function
+is a sampler, the keyword config the run's config and the classes to score.
 
 Scoring what is on disk (a run's checkpoints, a folder of images) is `evaluators.drivers`; the
 records' file and summary are `evaluators.records`.
@@ -167,9 +170,9 @@ class GANMetricsEvaluator:
     """FID, KID and precision/recall of generated images per class, with floors.
 
     Args:
+      sample_fn: `(label, num, seed) -> uint8 [num, S, S, 1]`, e.g. `runs.Run(...).sample_fn()`.
       config: a run's config: `config.data` says what is real, `config.eval` how
         (reference_split, num_images_per_class, resize, batch_stats, weights_path).
-      sample_fn: `(label, num, seed) -> uint8 [num, S, S, 1]`, e.g. `runs.Run(...).sample_fn()`.
       labels: the classes to evaluate (default: all).
       seed: seed of the generated latents, the floor halves and KID's subsets.
       extractor: an Inception feature extractor (default: shared one for the config).
@@ -177,9 +180,9 @@ class GANMetricsEvaluator:
 
     def __init__(
         self,
-        config: ml_collections.ConfigDict,
         sample_fn: SampleFn,
         *,
+        config: ml_collections.ConfigDict,
         labels: Sequence[int] | None = None,
         seed: int = 0,
         extractor: fid.InceptionFeatureExtractor | None = None,
