@@ -37,6 +37,7 @@ from __future__ import annotations
 import concurrent.futures
 import csv
 import dataclasses
+import functools
 import json
 import os
 import pathlib
@@ -50,6 +51,7 @@ from absl import logging
 
 from xraygan_jax import errors, runs, viz
 from xraygan_jax.data import mixing, phantom, pipeline, sources
+from xraygan_jax.evaluators import classifier_metrics
 from xraygan_jax.metrics import classification, statistics
 from xraygan_jax.train import augment, classifier_loop, reporting
 
@@ -533,22 +535,28 @@ def _run_arm(config, data: StudyData, workdir, size, arm: Arm, seed) -> dict[str
         select_metric=config.study.get("primary_metric", "auc"),
     )
     threshold = classification.choose_threshold(data.val.labels, trained.val_probabilities)
-    test_probabilities = classifier_loop.predict(trained.state, data.test.images)
+    evaluator = classifier_metrics.ClassifierEvaluator(
+        functools.partial(classifier_loop.predict, trained.state),
+        images=data.test.images,
+        labels=data.test.labels,
+        threshold=threshold,
+    )
+    # Predicted once: predictions.csv and the bootstrap read the probabilities themselves.
+    test_probabilities = evaluator.predict()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", classification.UndefinedAUCWarning)
-        at_half = classification.binary_metrics(data.test.labels, test_probabilities)
-        at_val = classification.binary_metrics(data.test.labels, test_probabilities, threshold)
+        metrics = evaluator.score(test_probabilities)
     result = {
         "arm": arm.name,
         "fraction": fraction,
         "mode": config.study.mode,
         "real_per_class": size or "all",
         "seed": seed,
-        **{k: at_half[k] for k in _METRIC_COLUMNS},
+        **{k: metrics[k] for k in _METRIC_COLUMNS},
         "threshold_val": threshold,
-        "accuracy_at_val_threshold": at_val["accuracy"],
-        "sensitivity_at_val_threshold": at_val["sensitivity"],
-        "specificity_at_val_threshold": at_val["specificity"],
+        "accuracy_at_val_threshold": metrics["accuracy_at_threshold"],
+        "sensitivity_at_val_threshold": metrics["sensitivity_at_threshold"],
+        "specificity_at_val_threshold": metrics["specificity_at_threshold"],
         "num_real": num_real,
         "num_synthetic": len(train_set) - num_real,
         "source": arm.source if fraction else "real",

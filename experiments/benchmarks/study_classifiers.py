@@ -110,6 +110,7 @@ def _select_metric(config) -> str:
 
 def study_classifier(config, seed: int, workdir, *, validate_every: bool = True) -> dict:
     """One baseline classifier the study's way; test metrics at 0.5 and the seconds it took."""
+    from xraygan_jax.evaluators import classifier_metrics
     from xraygan_jax.metrics import classification
     from xraygan_jax.train import classifier_loop
 
@@ -128,11 +129,16 @@ def study_classifier(config, seed: int, workdir, *, validate_every: bool = True)
         select_metric=_select_metric(config),
     )
     classification.choose_threshold(data.val.labels, trained.val_probabilities)
-    test_probabilities = classifier_loop.predict(trained.state, data.test.images)
+    evaluator = classifier_metrics.ClassifierEvaluator(
+        functools.partial(classifier_loop.predict, trained.state),
+        images=data.test.images,
+        labels=data.test.labels,
+    )
+    test_probabilities = evaluator.predict()
     seconds = time.perf_counter() - started
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", classification.UndefinedAUCWarning)
-        metrics = classification.binary_metrics(data.test.labels, test_probabilities)
+        metrics = evaluator.score(test_probabilities)
     return {
         "seed": seed,
         "best_step": trained.best_step,

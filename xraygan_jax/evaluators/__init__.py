@@ -2,12 +2,15 @@
 
     evaluator = gan_metrics.GANMetricsEvaluator(sample_fn, config=config)  # (label, num, seed)
     metrics = evaluator.run()              # {"NORMAL/fid": ..., "NORMAL/fid_floor": ..., ...}
+    evaluator = classifier_metrics.ClassifierEvaluator(predict_fn, images=x, labels=y)
+    metrics = evaluator.run()              # {"accuracy": ..., "auc": ..., "sensitivity": ...}
 
 The contract: `Evaluator(fn, **config).run() -> dict[str, float]`. An evaluator never imports a
 training loop: the trainer (or a script) hands it the function that makes what is judged, a
-sampler of uint8 images for GAN metrics. Compiled functions (the Inception network) and
-real-image features are cached at module level, so an evaluator built every few epochs compiles
-once and reads the real images once.
+sampler of uint8 images for GAN metrics, a `predict_fn` of probabilities for a classifier (the
+study builds one per arm from `functools.partial(classifier_loop.predict, state)`). Compiled
+functions (the Inception network) and real-image features are cached at module level, so an
+evaluator built every few epochs compiles once and reads the real images once.
 
 Which evaluators a GAN run's training runs, and how often, is `config.evals`, one entry per name:
 
@@ -20,12 +23,13 @@ GAN's classes>, seed=<config.train.seed>, **<the entry's other keys>)`. `check_c
 bad entry before training starts, naming its `--config.evals.<name>.` flag.
 
 Modules:
-  gan_metrics  FID, KID and precision/recall per class with a real-vs-real floor: the evaluator,
-               the features it compares and the checks of `config.eval`.
-  records      its records, one per (GAN, epoch, class): eval.jsonl, the log line, the collapse
-               warnings and the evaluation part of a run's summary.md.
-  drivers      what is on disk: every checkpoint of a run (`evaluate_run`), a folder of images
-               from any tool (`evaluate_folder`); the FID-against-epoch plot.
+  gan_metrics         FID, KID and precision/recall per class with a real-vs-real floor: the
+                      evaluator, the features it compares and the checks of `config.eval`.
+  records             its records, one per (GAN, epoch, class): eval.jsonl, the log line, the
+                      collapse warnings and the evaluation part of a run's summary.md.
+  drivers             what is on disk: every checkpoint of a run (`evaluate_run`), a folder of
+                      images from any tool (`evaluate_folder`); the FID-against-epoch plot.
+  classifier_metrics  a binary classifier's metrics at 0.5 and at a validation threshold.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ import ml_collections
 from xraygan_jax import errors
 from xraygan_jax.evaluators import gan_metrics
 
-# What `config.evals.<name>.type` may name: evaluators of a GAN's samples.
+# What `config.evals.<name>.type` may name: evaluators of a GAN's samples (training hands them a
+# sampler; the classifier evaluator needs a trained classifier, which the study builds itself).
 REGISTRY: dict[str, type] = {"gan_metrics": gan_metrics.GANMetricsEvaluator}
 # Keys of an entry that say when it runs; every other key is the evaluator's keyword config.
 _SCHEDULE_KEYS = ("type", "every_epochs")
