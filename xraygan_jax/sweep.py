@@ -260,7 +260,7 @@ def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str
         outcome = study.run_study(study_job, folder / "study", gan_workdir=folder)
         accuracy = {}
         for result in outcome:
-            accuracy.setdefault(result["fraction"], []).append(result["accuracy"])
+            accuracy.setdefault(result.fraction, []).append(result.accuracy)
         row["classifier_gain"] = float(
             np.mean(accuracy[float(config.sweep.gain_fraction)]) - np.mean(accuracy[0.0])
         )

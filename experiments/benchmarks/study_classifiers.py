@@ -1,7 +1,8 @@
 """The study's classifiers on the demo setting: do they converge, and how fast do they train?
 
 The data are built exactly as the README's demo study builds them (`pipeline_demo.py`'s phantom
-set through `pipeline.study_config` and `study.load_data`, 0% synthetic, so no GAN is needed):
+set through `pipeline.study_config` and `study.images.load_data`, 0% synthetic, so no GAN is
+needed):
 510 train images, 90 validation images carved off by the study, 300 test images, 64 px, the
 study config's small CNN, optimiser, schedule and steps.
 
@@ -101,7 +102,7 @@ def study_config():
 def demo_data():
     from xraygan_jax import study
 
-    return study.load_data(study_config())
+    return study.images.load_data(study_config())
 
 
 def _select_metric(config) -> str:
