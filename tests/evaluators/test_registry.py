@@ -2,6 +2,7 @@
 
 import importlib
 import pathlib
+import types
 
 import pytest
 
@@ -47,10 +48,12 @@ def test_the_default_config_schedules_gan_metrics_off_and_builds_them_with_the_r
     (entry,) = evaluators.from_config(config)
     assert (entry.name, entry.every_epochs) == ("fid", 0)
     assert not any(entry.due(epoch, 2) for epoch in (1, 2))
-    evaluator = entry.build(_sampler, labels=[1], seed=3)
+    # An extractor of its own, so that no Inception weights are read to build it.
+    extractor = types.SimpleNamespace(resize="tf1")
+    evaluator = entry.build(_sampler, labels=[1], seed=3, extractor=extractor)
     assert isinstance(evaluator, gan_metrics.GANMetricsEvaluator)
     assert evaluator.config is config and evaluator.labels == [1] and evaluator.seed == 3
-    assert evaluator.sample_fn is _sampler
+    assert evaluator.sample_fn is _sampler and evaluator.extractor is extractor
 
 
 def test_an_entry_runs_every_n_epochs_and_after_the_last():
