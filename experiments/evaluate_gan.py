@@ -13,7 +13,7 @@ the real data of a config:
 
     python -m experiments.evaluate_gan --images_dir=DIR --config=experiments/configs/dcgan.py
 
-The work is xraygan_jax.evaluators.gan_metrics.
+The work is xraygan_jax.evaluators.drivers (evaluate_run, evaluate_folder).
 """
 
 import json
@@ -24,7 +24,7 @@ from ml_collections import config_flags
 
 from experiments import launch
 from xraygan_jax import errors
-from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.evaluators import drivers
 from xraygan_jax.metrics import fid
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -73,9 +73,9 @@ def main(argv):
         ]:
             if value:
                 config.eval[key] = value
-        records = gan_metrics.evaluate_folder(_IMAGES_DIR.value, config, seed=_SEED.value)
+        records = drivers.evaluate_folder(_IMAGES_DIR.value, config, seed=_SEED.value)
     else:
-        records = gan_metrics.evaluate_run(
+        records = drivers.evaluate_run(
             _WORKDIR.value,
             num_images_per_class=_NUM.value,
             reference_split=_SPLIT.value,

@@ -215,7 +215,7 @@ def conditional_run(tmp_path_factory, data_dir, fid_weights_source) -> TrainedRu
     config = test_config.get_config()
     config.data.data_dir = data_dir
     config.train.per_class = False
-    config.eval.fid_every_epochs = 2
+    config.evals.fid.every_epochs = 2
     workdir = tmp_path_factory.mktemp("conditional_run")
     stderr = io.StringIO()
     with contextlib.redirect_stderr(stderr):

@@ -14,6 +14,7 @@ from experiments.configs import study_test
 from xraygan_jax import errors, study
 from xraygan_jax.data import mixing, phantom, pipeline
 from xraygan_jax.metrics import calibration, statistics
+from xraygan_jax.study import arms, images, writers
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +58,7 @@ def test_the_launcher_writes_every_output(finished_study):
         ("50% duplicate", "0.5", "duplicate", "0"),
         ("50% oracle", "0.5", "oracle", "0"),
     ]
-    assert list(rows[0])[:15] == list(study.CSV_COLUMNS)
+    assert list(rows[0]) == list(arms.CSV_COLUMNS + arms.EXTRA_COLUMNS)
     for row in rows:
         tp, fp, tn, fn = (int(row[k]) for k in ("tp", "fp", "tn", "fn"))
         assert tp + fp + tn + fn == 16  # the test config's test split
@@ -113,7 +114,7 @@ def test_classifiers_trained_in_threads_equal_those_trained_one_at_a_time(
     for name, result in threaded.items():
         assert result["test_probabilities"] == alone[name]["test_probabilities"], name
         assert result["history"] == alone[name]["history"], name
-    assert [r["arm"] for r in together] == [r["arm"] for r in _rows(alone_dir / "study.csv")]
+    assert [r.arm for r in together] == [r["arm"] for r in _rows(alone_dir / "study.csv")]
 
 
 @pytest.mark.slow
@@ -158,36 +159,38 @@ def test_a_test_split_of_one_class_reports_auc_undefined_and_the_rest(tmp_path):
         for seed in (0, 1):
             probabilities = np.linspace(0.3, 0.9, 6) + (0.05 if fraction else 0.0) * seed
             results.append(
-                {
-                    "arm": study.arm_name(fraction),
-                    "fraction": fraction,
-                    "mode": "add",
-                    "real_per_class": "all",
-                    "seed": seed,
-                    "accuracy": float(np.mean(probabilities >= 0.5)),
-                    "sensitivity": float(np.mean(probabilities >= 0.5)),
-                    "specificity": float("nan"),
-                    "precision": 1.0,
-                    "f1": 0.8,
-                    "auc": float("nan"),
-                    "tp": 4,
-                    "fp": 0,
-                    "tn": 0,
-                    "fn": 2,
-                    "threshold_val": 0.5,
-                    "accuracy_at_val_threshold": 0.6,
-                    "sensitivity_at_val_threshold": 0.6,
-                    "specificity_at_val_threshold": float("nan"),
-                    "num_real": 10,
-                    "num_synthetic": 10 if fraction else 0,
-                    "best_step": 3,
-                    "seconds": 1.0,
-                    "history": [{"step": 3, "loss/train": 0.7, "loss/val": 0.6}],
-                    "test_probabilities": probabilities.tolist(),
-                }
+                arms.ArmResult.from_json(
+                    {
+                        "arm": arms.arm_name(fraction),
+                        "fraction": fraction,
+                        "mode": "add",
+                        "real_per_class": "all",
+                        "seed": seed,
+                        "accuracy": float(np.mean(probabilities >= 0.5)),
+                        "sensitivity": float(np.mean(probabilities >= 0.5)),
+                        "specificity": float("nan"),
+                        "precision": 1.0,
+                        "f1": 0.8,
+                        "auc": float("nan"),
+                        "tp": 4,
+                        "fp": 0,
+                        "tn": 0,
+                        "fn": 2,
+                        "threshold_val": 0.5,
+                        "accuracy_at_val_threshold": 0.6,
+                        "sensitivity_at_val_threshold": 0.6,
+                        "specificity_at_val_threshold": float("nan"),
+                        "num_real": 10,
+                        "num_synthetic": 10 if fraction else 0,
+                        "best_step": 3,
+                        "seconds": 1.0,
+                        "history": [{"step": 3, "loss/train": 0.7, "loss/val": 0.6}],
+                        "test_probabilities": probabilities.tolist(),
+                    }
+                )
             )
-    data = study.StudyData(test, test, test, None, ("NORMAL", "PNEUMONIA"))
-    study.write_outputs(config, tmp_path, results, data)
+    data = images.StudyData(test, test, test, None, ("NORMAL", "PNEUMONIA"))
+    writers.write_outputs(config, tmp_path, results, data)
     report = (tmp_path / "study.md").read_text()
     assert "The test split has one class only (0 NORMAL + 6 PNEUMONIA)" in report
     assert "| 0% | 10 + 0 | n/a | 66.7 ± 0.0 n/a | 66.7 ± 0.0 | n/a |" in report
@@ -196,21 +199,60 @@ def test_a_test_split_of_one_class_reports_auc_undefined_and_the_rest(tmp_path):
     assert np.isnan(summary[0]["auc_mean"])
 
 
+def _arm_result(**changes):
+    fields = {
+        "arm": "50%", "fraction": 0.5, "mode": "add", "real_per_class": "all", "seed": 3,
+        "accuracy": 0.75, "sensitivity": 0.5, "specificity": 1.0, "precision": 1.0,
+        "f1": 2 / 3, "auc": 0.875, "tp": 1, "fp": 0, "tn": 2, "fn": 1, "threshold_val": 0.4,
+        "accuracy_at_val_threshold": 1.0, "sensitivity_at_val_threshold": 1.0,
+        "specificity_at_val_threshold": 1.0, "num_real": 10, "num_synthetic": 10,
+        "source": "gan", "classic": False, "best_step": 6, "seconds": 1.5,
+        "history": [{"step": 6, "loss/train": 0.7, "loss/val": 0.6}],
+        "test_probabilities": [0.1, 0.45, 0.3, 0.9],
+    }  # fmt: skip
+    return arms.ArmResult(**{**fields, **changes})
+
+
+def test_an_arm_result_round_trips_through_its_result_json(tmp_path):
+    result = _arm_result()
+    path = tmp_path / "arms" / "real_all_synthetic50_seed3" / "result.json"
+    result.save(path)
+    assert arms.ArmResult.load(path) == result
+    # study.csv's columns in order, then the history and the test probabilities; the row is
+    # the fields of those columns.
+    record = json.loads(path.read_text())
+    columns = [*arms.CSV_COLUMNS, *arms.EXTRA_COLUMNS]
+    assert list(record) == [*columns, "history", "test_probabilities"]
+    assert result.row() == [record[column] for column in columns]
+    # An undefined AUC (a test split of one class) is written as NaN and read back as NaN.
+    _arm_result(auc=float("nan")).save(path)
+    assert np.isnan(arms.ArmResult.load(path).auc)
+
+
+def test_a_result_written_before_the_control_arms_is_a_baseline_or_synthetic_arm(tmp_path):
+    old = {k: v for k, v in _arm_result().to_json().items() if k not in ("source", "classic")}
+    path = tmp_path / "result.json"
+    for fraction, source in ((0.0, "real"), (0.5, "gan")):
+        path.write_text(json.dumps({**old, "fraction": fraction}))
+        loaded = arms.ArmResult.load(path)
+        assert (loaded.fraction, loaded.source, loaded.classic) == (fraction, source, False)
+
+
 @pytest.mark.slow
 def test_the_real_set_size_sweep_uses_nested_subsets(gan_run, data_dir, tmp_path, plotted):
     config = _config(data_dir, real_per_class=(4, 0))
     results = study.run_study(config, tmp_path, gan_workdir=gan_run)
-    arms = ["0%", "50%", "50% duplicate", "50% oracle"]
-    assert [(r["real_per_class"], r["arm"]) for r in results] == [
-        (size, arm) for size in (4, "all") for arm in arms
+    names = ["0%", "50%", "50% duplicate", "50% oracle"]
+    assert [(r.real_per_class, r.arm) for r in results] == [
+        (size, arm) for size in (4, "all") for arm in names
     ]
-    assert results[0]["num_real"] == 8 and results[1]["num_synthetic"] == 8  # 4 per class
-    assert results[3]["num_synthetic"] == 8  # the oracle arm too
+    assert results[0].num_real == 8 and results[1].num_synthetic == 8  # 4 per class
+    assert results[3].num_synthetic == 8  # the oracle arm too
     # Accuracy against the real-set size, one line per arm, the smaller size first.
     accuracy = plotted["metrics_by_real_size.png"][0]
-    assert accuracy.title == "accuracy" and list(accuracy.series) == arms
+    assert accuracy.title == "accuracy" and list(accuracy.series) == names
     summaries = json.loads((tmp_path / "summary.json").read_text())
-    for arm in arms:
+    for arm in names:
         of_arm = {s["real_per_class"]: s for s in summaries if s["arm"] == arm}
         assert accuracy.series[arm] == [
             (4, pytest.approx(100 * of_arm[4]["accuracy_mean"])),
@@ -226,7 +268,7 @@ def test_the_real_set_size_sweep_uses_nested_subsets(gan_run, data_dir, tmp_path
         ]
     # The training curves of the last size's arms, train and validation loss.
     (curves,) = plotted["training_curves.png"]
-    history = results[-1]["history"]
+    history = results[-1].history
     assert curves.series["50% oracle val"] == [(h["step"], h["loss/val"]) for h in history]
     assert "## Real images per class: 4" in (tmp_path / "study.md").read_text()
 
@@ -242,29 +284,29 @@ def _simulated_results(gains: dict, *, num_seeds=10, num_test=300, size="all", s
         for index, probabilities in enumerate(arm_scores):
             correct = (probabilities >= 0.5) == labels
             results.append(
-                {
-                    "arm": name,
-                    "fraction": fraction,
-                    "source": source,
-                    "classic": False,
-                    "mode": "add",
-                    "real_per_class": size,
-                    "seed": index,
-                    **{k: float(np.mean(correct)) for k in study._METRIC_COLUMNS},
-                    "threshold_val": 0.5,
-                    "accuracy_at_val_threshold": float(np.mean(correct)),
-                    "sensitivity_at_val_threshold": 0.8,
-                    "specificity_at_val_threshold": 0.8,
-                    "num_real": 500,
-                    "num_synthetic": 0 if fraction == 0 else 125,
-                    "best_step": 3,
-                    "seconds": 1.0,
-                    "history": [{"step": 3, "loss/train": 0.7, "loss/val": 0.6}],
-                    "test_probabilities": probabilities.tolist(),
-                }
+                arms.ArmResult(
+                    arm=name,
+                    fraction=fraction,
+                    source=source,
+                    classic=False,
+                    mode="add",
+                    real_per_class=size,
+                    seed=index,
+                    **{k: float(np.mean(correct)) for k in arms.METRIC_COLUMNS},
+                    threshold_val=0.5,
+                    accuracy_at_val_threshold=float(np.mean(correct)),
+                    sensitivity_at_val_threshold=0.8,
+                    specificity_at_val_threshold=0.8,
+                    num_real=500,
+                    num_synthetic=0 if fraction == 0 else 125,
+                    best_step=3,
+                    seconds=1.0,
+                    history=[{"step": 3, "loss/train": 0.7, "loss/val": 0.6}],
+                    test_probabilities=probabilities.tolist(),
+                )
             )
     test = pipeline.ArraySource(np.zeros((labels.size, 8, 8, 1), np.uint8), labels)
-    return results, study.StudyData(test, test, test, None, ("NORMAL", "PNEUMONIA"))
+    return results, images.StudyData(test, test, test, None, ("NORMAL", "PNEUMONIA"))
 
 
 def test_a_true_gain_is_called_and_read_against_both_controls(tmp_path, plotted):
@@ -272,7 +314,7 @@ def test_a_true_gain_is_called_and_read_against_both_controls(tmp_path, plotted)
     results, data = _simulated_results(
         {"0%": 0.0, "20%": 6.0, "20% duplicate": 0.0, "20% oracle": 8.0}
     )
-    summaries = study.write_outputs(config, tmp_path, results, data)
+    summaries = writers.write_outputs(config, tmp_path, results, data)
     by_arm = {s["arm"]: s for s in summaries}
     assert by_arm["20%"]["verdict"] == "better"
     assert by_arm["20% duplicate"]["verdict"] == "no detectable difference"
@@ -297,7 +339,7 @@ def test_no_share_is_read_when_the_oracle_does_not_beat_duplicates(tmp_path):
     results, data = _simulated_results(
         {"0%": 0.0, "20%": 0.0, "20% duplicate": 0.0, "20% oracle": 0.0}, seed=1
     )
-    study.write_outputs(config, tmp_path, results, data)
+    writers.write_outputs(config, tmp_path, results, data)
     report = (tmp_path / "study.md").read_text()
     assert "new real images did not detectably beat duplicates" in report
 
@@ -306,7 +348,7 @@ def test_a_test_split_of_two_images_supports_no_claim(tmp_path):
     # As the 16 real Kermany JPEGs in the Kaggle layout give: 1 + 1 test images.
     config = _config("", fractions=(0.0, 0.2), seeds=(0, 1, 2), num_bootstrap=200)
     results, data = _simulated_results({"0%": 0.0, "20%": 0.0}, num_seeds=3, num_test=2)
-    summaries = study.write_outputs(config, tmp_path, results, data)
+    summaries = writers.write_outputs(config, tmp_path, results, data)
     report = (tmp_path / "study.md").read_text()
     top = report.split("## Real images per class")[0]
     assert "1 NORMAL + 1 PNEUMONIA images: too small for any claim" in top
@@ -341,13 +383,13 @@ def test_an_oracle_pool_on_too_few_images_per_class_is_named(kermany_tree, tmp_p
     # 3 NORMAL train images: 10% of them rounds to none for the pool.
     config = _kermany_study_config(kermany_tree, tmp_path, oracle_fraction=0.1)
     with pytest.raises(errors.DataError, match=r"class NORMAL has 3 train image\(s\): holding "):
-        study.load_data(config, images_dir=str(tmp_path))
+        images.load_data(config, images_dir=str(tmp_path))
 
 
 def test_an_oracle_pool_larger_than_the_split_can_spare_is_named(kermany_tree, tmp_path):
     config = _kermany_study_config(kermany_tree, tmp_path, oracle_fraction=0.7)
     with pytest.raises(errors.DataError, match=r"an oracle pool of 2 .* is more than the split "):
-        study.load_data(config, images_dir=str(tmp_path))
+        images.load_data(config, images_dir=str(tmp_path))
 
 
 def test_an_oracle_pool_smaller_than_its_arm_needs_is_named(kermany_tree, tmp_path):
@@ -356,7 +398,7 @@ def test_an_oracle_pool_smaller_than_its_arm_needs_is_named(kermany_tree, tmp_pa
     with pytest.raises(
         errors.DataError, match=r"the oracle pool holds 1 PNEUMONIA image\(s\) .* needs 2"
     ):
-        study.load_data(config, images_dir=str(tmp_path))
+        images.load_data(config, images_dir=str(tmp_path))
 
 
 def test_controls_have_the_synthetic_arms_counts_in_both_modes():

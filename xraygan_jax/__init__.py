@@ -12,9 +12,12 @@ pyproject.toml, checked by `lint-imports`):
            classifier loop, and `setup`, which builds models and states from a config.
   runs     the run folder: config, checkpoints, GAN names, sampling from a run.
   viz      sample grids and curves as PNG (the only module that imports matplotlib).
-  evaluators  GAN metrics with real-vs-real floors, built from a config and a sampler.
+  evaluators  Evaluator(fn, **config).run() -> flat metrics: GAN metrics with real-vs-real
+           floors from a sampler, a classifier's metrics from its predict_fn; the registry that
+           `config.evals` names.
   gan_loop, study, report
-             the orchestrators: GAN training, the augmentation study, the report;
+             the orchestrators: GAN training, the augmentation study (a package: the run, its
+             arms and images, the summary over seeds, the writers), the report;
   pipeline, sweep
              the main job and hyper-parameter sweeps, which run them.
 """

@@ -3,6 +3,8 @@
 An orchestrator, beside the study and the report: it drives `train/` (states built by
 `train.setup`, the pure steps, checkpoints), writes the run folder through `runs` and scores
 checkpoints with `evaluators`, so it sits above all three (the import contracts in pyproject.toml).
+It is handed the evaluators of `config.evals` (`evaluators.from_config`) and runs each one due
+after an epoch on a sampler of the GAN being trained; it names no evaluator itself.
 
 What a run leaves in `workdir` is described in `xraygan_jax.runs` (the one module that knows
 the layout): config.json, checkpoints/<gan>/<epoch>/, samples/<class>/epoch_XXXX.png,
@@ -37,15 +39,16 @@ import math
 import os
 import pathlib
 import time
+from collections.abc import Sequence
 
 import jax
 import ml_collections
 import numpy as np
 from absl import logging
 
-from xraygan_jax import compiler, errors, runs, viz
+from xraygan_jax import compiler, errors, evaluators, runs, viz
 from xraygan_jax.data import pipeline, sources
-from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.evaluators import records
 from xraygan_jax.train import (
     checkpointing,
     multihost,
@@ -125,13 +128,7 @@ def validate(config: ml_collections.ConfigDict) -> _Plan:
             else ""
         )
         raise errors.ConfigError(f"--config.train.batch_size: {error}{where}") from error
-    gan_metrics.check_eval_config(config)
-    if config.eval.fid_every_epochs and jax.process_count() > 1:
-        raise errors.ConfigError(
-            f"--config.eval.fid_every_epochs={config.eval.fid_every_epochs}: FID during training "
-            f"runs in one process, not {jax.process_count()}; set it to 0 and score the "
-            "checkpoints afterwards with python -m experiments.evaluate_gan --workdir=..."
-        )
+    evaluators.check_config(config)
     try:
         # Process 0 builds the data set first, so processes sharing a disk never write it at once.
         train_source = multihost.in_process_order(lambda: sources.get_source(config.data, "train"))
@@ -254,6 +251,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     # Built once: every GAN of the run has the same state structure, so the per-class GANs
     # reuse one compiled step instead of compiling it again.
     compiled = _Compiled(config, len(plan.class_names), plan.mesh)
+    scheduled = evaluators.from_config(config)
     results = {}
     writer = reporting.MetricsWriter(run.metrics_path)
     events = tensorboard_events.EventWriter(
@@ -262,7 +260,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | os.Path
     try:
         for name, label in runs.gan_names(config):
             results[name] = _train_one_gan(
-                config, run, name, label, plan, meta, writer, events, compiled
+                config, run, name, label, plan, meta, writer, events, compiled, scheduled
             )
     finally:
         writer.close()
@@ -282,6 +280,7 @@ def _train_one_gan(
     writer: reporting.MetricsWriter,
     events: tensorboard_events.EventWriter,
     compiled: _Compiled,
+    scheduled: Sequence[evaluators.Scheduled],
 ) -> GANResult:
     mesh = plan.mesh
     num_classes = len(plan.class_names)
@@ -391,9 +390,9 @@ def _train_one_gan(
                 gan_name=name,
                 step=step,
             )
-        fid_every = config.eval.fid_every_epochs
-        if fid_every and (epoch % fid_every == 0 or epoch == num_epochs):
-            _evaluate_during_training(config, state, label, name, epoch, step, run, events)
+        due = [entry for entry in scheduled if entry.due(epoch, num_epochs)]
+        if due:
+            _evaluate_during_training(due, config, state, label, name, epoch, step, run, events)
         if epoch % config.train.checkpoint_every_epochs == 0 or epoch == num_epochs:
             data_position = {**position, "epoch": epoch, "batch": epoch * steps_per_epoch}
             checkpoints.save(
@@ -439,31 +438,42 @@ def _start_batch(saved_meta: dict, position: dict, steps_per_epoch: int) -> int:
 
 
 def _evaluate_during_training(
-    config, state, label, name, epoch, step, run: runs.Run, events: tensorboard_events.EventWriter
+    due: Sequence[evaluators.Scheduled],
+    config,
+    state,
+    label,
+    name,
+    epoch,
+    step,
+    run: runs.Run,
+    events: tensorboard_events.EventWriter,
 ) -> None:
-    """FID/KID/precision-recall/diversity per class with floors, appended to eval.jsonl (and as
-    events `eval/<class>/<metric>` at `step`); a line per class and a warning per collapsed class
-    (metrics.diversity's rule) on standard error."""
+    """Runs the evaluators due after `epoch` on samples of the GAN (its EMA generator, if any).
+
+    Each evaluator's records (the default one's: FID/KID/precision-recall/diversity per class
+    with floors) are appended to eval.jsonl and written as events `eval/<class>/<metric>` at
+    `step`; a line per record and a warning per collapsed class (metrics.diversity's rule) go
+    to standard error.
+    """
     generator = sampling.GeneratorState.from_gan_state(state, use_ema=True)
     labels = [label] if label is not None else list(range(len(run.class_names)))
     sample_fn = sampling.make_sample_fn(
         {lab: generator for lab in labels}, batch_stats=config.eval.get("batch_stats", "running")
     )
-    evaluator = gan_metrics.GANMetricsEvaluator(
-        config, sample_fn, labels=labels, seed=config.train.seed
-    )
-    records = evaluator.records(evaluator.run(), gan=name, epoch=epoch)
-    if jax.process_index() != 0:
-        return
-    gan_metrics.write_records(run.eval_path, records)
-    for record in records:
-        prefix = f"eval/{record['class']}/"
-        metrics = {k: v for k, v in record.items() if k not in ("gan", "epoch", "class")}
-        events.scalars(name, step, {prefix + k: v for k, v in metrics.items()})
-    events.flush()
-    for record in records:
-        reporting.emit(f"[{name}] epoch {epoch} {gan_metrics.format_record(record)}")
-    gan_metrics.emit_collapse_warnings(records, prefix=f"[{name}] epoch {epoch} ")
+    for entry in due:
+        evaluator = entry.build(sample_fn, labels=labels, seed=config.train.seed)
+        evaluated = evaluator.records(evaluator.run(), gan=name, epoch=epoch)
+        if jax.process_index() != 0:
+            continue
+        records.write_records(run.eval_path, evaluated)
+        for record in evaluated:
+            prefix = f"eval/{record['class']}/"
+            metrics = {k: v for k, v in record.items() if k not in ("gan", "epoch", "class")}
+            events.scalars(name, step, {prefix + k: v for k, v in metrics.items()})
+        events.flush()
+        for record in evaluated:
+            reporting.emit(f"[{name}] epoch {epoch} {records.format_record(record)}")
+        records.emit_collapse_warnings(evaluated, prefix=f"[{name}] epoch {epoch} ")
 
 
 def _check_finite(metrics: dict[str, float], name: str, step: int, epoch: int, checkpoints) -> None:
@@ -516,7 +526,7 @@ def save_sample_grids(
 def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) -> str:
     """A Markdown page linking the run's grids and curves, with the latest evaluation of each GAN
     (and a warning per collapsed class) when the run has eval.jsonl; `evaluate_gan` rewrites that
-    part (gan_metrics.update_summary)."""
+    part (evaluators.drivers.update_summary)."""
     lines = [
         "# GAN training run",
         "",
@@ -540,7 +550,7 @@ def write_summary(config, workdir: pathlib.Path, results: dict[str, GANResult]) 
             f"{m.get('d/fake_prob', float('nan')):.3f} |"
         )
     run = runs.Run(workdir)
-    evaluation = gan_metrics.summary_section(gan_metrics.read_records(run.eval_path))
+    evaluation = records.summary_section(records.read_records(run.eval_path))
     if evaluation:
         lines += ["", *evaluation]
     for result in results.values():

@@ -32,7 +32,7 @@ import numpy as np
 
 from xraygan_jax import errors, gan_loop, report, study
 from xraygan_jax.data import sources
-from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.evaluators import drivers
 from xraygan_jax.train import reporting
 
 STAGES = ("data", "gan", "fcgan", "evaluate", "study", "report")
@@ -217,7 +217,7 @@ def _evaluate_stage(config, workdir: pathlib.Path) -> dict:
     for name in ("gan", "fcgan"):
         if name == "fcgan" and not config.train_fcgan:
             continue
-        records = gan_metrics.evaluate_run(workdir / name)
+        records = drivers.evaluate_run(workdir / name)
         epoch, scores = best_epoch(records)
         outcome[name] = {"best_epoch": epoch, "scores": {str(k): v for k, v in scores.items()}}
     return {"evaluation": outcome}

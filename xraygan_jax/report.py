@@ -9,7 +9,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import json
 import os
 import pathlib
 import platform
@@ -22,6 +21,7 @@ import ml_collections
 
 from xraygan_jax import runs, viz
 from xraygan_jax.data import sources
+from xraygan_jax.evaluators import records
 from xraygan_jax.metrics import diversity
 from xraygan_jax.train import reporting
 
@@ -132,8 +132,8 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
     for plot in run.loss_plots():
         lines += [f"![G and D loss]({_rel(plot, workdir)})", ""]
     evaluation = state.get("stages", {}).get("evaluate", {}).get("evaluation", {}).get(name)
-    records = _eval_records(run)
-    if records:
+    evaluated = _eval_records(run)
+    if evaluated:
         lines += [
             "FID against epoch; the dashed lines are each class's real-vs-real floor (two "
             "disjoint halves of its real train images):",
@@ -142,8 +142,8 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
         fid_plot = run.fid_plot_path
         if fid_plot.exists():
             lines += [f"![FID against epoch]({_rel(fid_plot, workdir)})", ""]
-        best = evaluation["best_epoch"] if evaluation else max(r["epoch"] for r in records)
-        shown = [r for r in records if r["epoch"] == best]
+        best = evaluation["best_epoch"] if evaluation else max(r["epoch"] for r in evaluated)
+        shown = [r for r in evaluated if r["epoch"] == best]
         lines += [
             f"Checkpoint used by the study: **epoch {best}**, the lowest mean gap "
             "`fid_matched - fid_floor` over classes, measured on train data only."
@@ -176,8 +176,8 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
             )
         lines += [
             "",
-            f"Reference: the {records[0]['reference_split']} split; resize "
-            f"`{records[0]['resize']}`; G sampled with `{records[0]['batch_stats']}` BatchNorm "
+            f"Reference: the {evaluated[0]['reference_split']} split; resize "
+            f"`{evaluated[0]['resize']}`; G sampled with `{evaluated[0]['batch_stats']}` BatchNorm "
             "statistics. FIDs of different N are not comparable: read each against its floor. "
             "Diversity: the generated images' mean pairwise Inception-feature distance over the "
             f"real images' (1: as varied, 0: all alike); {diversity.RULE}.",
@@ -187,14 +187,11 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
 
 
 def _eval_records(run: runs.Run) -> list[dict]:
-    if not run.eval_path.exists():
-        return []
-    records = {}
-    for line in run.eval_path.read_text(encoding="utf-8").splitlines():
-        if line.strip():
-            record = json.loads(line)
-            records[(record.get("gan"), record["epoch"], record["class"])] = record
-    return sorted(records.values(), key=lambda r: (r["epoch"], r["class"]))
+    """The last record of each (GAN, epoch, class) of the run's eval.jsonl, by epoch and class."""
+    latest = {}
+    for record in records.read_records(run.eval_path):
+        latest[(record.get("gan"), record["epoch"], record["class"])] = record
+    return sorted(latest.values(), key=lambda r: (r["epoch"], r["class"]))
 
 
 def _study_section(workdir: pathlib.Path) -> list[str]:

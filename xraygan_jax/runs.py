@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 import os
 import pathlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
@@ -345,34 +345,54 @@ class Run:
         """
         if jax.process_index() != 0:
             return
-        _rewrite_jsonl(
+        rewrite_jsonl(
             self.metrics_path,
             lambda r: r.get("gan") not in restored or r.get("step", 0) <= restored[r["gan"]][1],
         )
-        _rewrite_jsonl(
+        rewrite_jsonl(
             self.eval_path,
             lambda r: r.get("gan") not in restored or r.get("epoch", 0) <= restored[r["gan"]][0],
         )
 
 
-def _rewrite_jsonl(path: pathlib.Path, keep: Callable[[dict], bool]) -> None:
-    """Keeps the records of a JSON-lines file for which `keep` holds (atomic replace)."""
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """The records of a JSON-lines file of a run, in file order; [] when there is none.
+
+    Blank lines and a last line cut by a kill mid-write (never a complete record) are skipped.
+    """
+    path = pathlib.Path(path)
     if not path.exists():
+        return []
+    return [record for _, record in _parsed(path.read_text(encoding="utf-8").splitlines())]
+
+
+def rewrite_jsonl(
+    path: str | os.PathLike, keep: Callable[[dict], bool], *, append: Sequence[dict] = ()
+) -> None:
+    """Keeps the records of a JSON-lines file for which `keep` holds, then `append` (one atomic
+    replace; kept lines are written as they were). A missing file is created when there is
+    something to append."""
+    path = pathlib.Path(path)
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    kept = [line for line, record in _parsed(lines) if keep(record)]
+    if len(kept) == len(lines) and not append:
         return
-    lines = path.read_text(encoding="utf-8").splitlines()
-    kept = []
+    kept += [json.dumps(record) for record in append]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_suffix(path.suffix + ".tmp")
+    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _parsed(lines: Sequence[str]) -> list[tuple[str, dict]]:
+    """(line, record) of every complete record among `lines`."""
+    parsed = []
     for line in lines:
         if not line.strip():
             continue
         try:
-            record = json.loads(line)
+            parsed.append((line, json.loads(line)))
         except json.JSONDecodeError:
             # A line cut by a kill mid-write: it was never a complete record.
             continue
-        if keep(record):
-            kept.append(line)
-    if len(kept) == len(lines):
-        return
-    temporary = path.with_suffix(path.suffix + ".tmp")
-    temporary.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    os.replace(temporary, path)
+    return parsed

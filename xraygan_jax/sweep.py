@@ -41,7 +41,7 @@ import ml_collections
 import numpy as np
 
 from xraygan_jax import errors, gan_loop, runs, study, viz
-from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.evaluators import drivers
 from xraygan_jax.metrics import diversity
 from xraygan_jax.train import reporting
 
@@ -234,7 +234,7 @@ def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str
     started = time.perf_counter()
     results = gan_loop.train_and_evaluate(job, folder)
     train_seconds = time.perf_counter() - started
-    records = gan_metrics.evaluate_run(folder, epochs=_last_epochs(folder))
+    records = drivers.evaluate_run(folder, epochs=_last_epochs(folder))
     row: dict[str, Any] = {"point": point_name(point), **point}
     for record in records:
         name = record["class"]
@@ -260,7 +260,7 @@ def _run_point(config, workdir: pathlib.Path, point: dict[str, Any]) -> dict[str
         outcome = study.run_study(study_job, folder / "study", gan_workdir=folder)
         accuracy = {}
         for result in outcome:
-            accuracy.setdefault(result["fraction"], []).append(result["accuracy"])
+            accuracy.setdefault(result.fraction, []).append(result.accuracy)
         row["classifier_gain"] = float(
             np.mean(accuracy[float(config.sweep.gain_fraction)]) - np.mean(accuracy[0.0])
         )

@@ -99,7 +99,7 @@ def arm_config(arm: str, setting: str, seed: int, overrides=()) -> ml_collection
     config.data = _data(setting)
     config.train.seed = int(seed)
     config.train.tensorboard = False
-    config.eval.fid_every_epochs = 0
+    config.evals.fid.every_epochs = 0
     for override in overrides:
         key, _, text = override.partition("=")
         if not _:
@@ -189,7 +189,9 @@ def train_run(config, workdir: pathlib.Path, entry: dict, save) -> None:
 def _score(config, workdir: pathlib.Path, entry: dict, epoch: int, save) -> None:
     """Scores the checkpoint of `epoch` with the loop's evaluator; appends the point, saves."""
     sample_fn, _ = runs.Run(workdir).sample_fn(epoch)
-    evaluator = gan_metrics.GANMetricsEvaluator(config, sample_fn, seed=int(config.train.seed))
+    evaluator = gan_metrics.GANMetricsEvaluator(
+        sample_fn, config=config, seed=int(config.train.seed)
+    )
     began = time.perf_counter()
     records = evaluator.records(evaluator.run(), epoch=epoch)
     point = {

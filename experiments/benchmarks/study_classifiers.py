@@ -1,7 +1,8 @@
 """The study's classifiers on the demo setting: do they converge, and how fast do they train?
 
 The data are built exactly as the README's demo study builds them (`pipeline_demo.py`'s phantom
-set through `pipeline.study_config` and `study.load_data`, 0% synthetic, so no GAN is needed):
+set through `pipeline.study_config` and `study.images.load_data`, 0% synthetic, so no GAN is
+needed):
 510 train images, 90 validation images carved off by the study, 300 test images, 64 px, the
 study config's small CNN, optimiser, schedule and steps.
 
@@ -101,7 +102,7 @@ def study_config():
 def demo_data():
     from xraygan_jax import study
 
-    return study.load_data(study_config())
+    return study.images.load_data(study_config())
 
 
 def _select_metric(config) -> str:
@@ -110,6 +111,7 @@ def _select_metric(config) -> str:
 
 def study_classifier(config, seed: int, workdir, *, validate_every: bool = True) -> dict:
     """One baseline classifier the study's way; test metrics at 0.5 and the seconds it took."""
+    from xraygan_jax.evaluators import classifier_metrics
     from xraygan_jax.metrics import classification
     from xraygan_jax.train import classifier_loop
 
@@ -128,11 +130,16 @@ def study_classifier(config, seed: int, workdir, *, validate_every: bool = True)
         select_metric=_select_metric(config),
     )
     classification.choose_threshold(data.val.labels, trained.val_probabilities)
-    test_probabilities = classifier_loop.predict(trained.state, data.test.images)
+    evaluator = classifier_metrics.ClassifierEvaluator(
+        functools.partial(classifier_loop.predict, trained.state),
+        images=data.test.images,
+        labels=data.test.labels,
+    )
+    test_probabilities = evaluator.predict()
     seconds = time.perf_counter() - started
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", classification.UndefinedAUCWarning)
-        metrics = classification.binary_metrics(data.test.labels, test_probabilities)
+        metrics = evaluator.score(test_probabilities)
     return {
         "seed": seed,
         "best_step": trained.best_step,

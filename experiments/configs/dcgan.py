@@ -100,8 +100,17 @@ def get_config() -> ml_collections.ConfigDict:
     # False writes none. metrics.jsonl is written either way.
     config.train.tensorboard = True
 
+    # Evaluators run during training, by name (xraygan_jax.evaluators): `type` chooses one,
+    # `every_epochs` how often (and after the last epoch); the entry's other keys are its keyword
+    # config. "fid": FID/KID/precision-recall/diversity per class with floors, into eval.jsonl.
+    config.evals = ml_collections.ConfigDict()
+    config.evals.fid = ml_collections.ConfigDict()
+    config.evals.fid.type = "gan_metrics"
+    config.evals.fid.every_epochs = 0  # 0: off; evaluate_gan scores every checkpoint afterwards
+
+    # How a GAN's checkpoints are scored, by the "gan_metrics" evaluator during training and by
+    # evaluate_gan afterwards (docs/fid_protocol.md).
     config.eval = ml_collections.ConfigDict()
-    config.eval.fid_every_epochs = 0  # 0: off; evaluate_gan computes FID per checkpoint
     # Generated images per class; 0 = as many as the class's real reference images.
     config.eval.num_images_per_class = 0
     # The real images each class is compared with: the split the GAN learned from. The test

@@ -14,7 +14,7 @@ from PIL import Image
 
 from xraygan_jax import report, runs
 from xraygan_jax.data import folders
-from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.evaluators import drivers, gan_metrics, records
 from xraygan_jax.metrics import diversity, fid
 from xraygan_jax.train import reporting
 
@@ -37,15 +37,15 @@ def _read(path):
 @pytest.mark.slow
 def test_records_during_training_carry_the_protocol_and_the_floor(evaluated_run):
     config, workdir = evaluated_run
-    records = _read(workdir / "eval.jsonl")
-    assert [(r["epoch"], r["class"]) for r in records] == [(2, "NORMAL"), (2, "PNEUMONIA")]
+    evaluated = _read(workdir / "eval.jsonl")
+    assert [(r["epoch"], r["class"]) for r in evaluated] == [(2, "NORMAL"), (2, "PNEUMONIA")]
     source_counts = {"NORMAL": 0, "PNEUMONIA": 0}
     from xraygan_jax.data import pipeline, sources
 
     train = sources.get_source(config.data, "train")
     for label, name in enumerate(source_counts):
         source_counts[name] = len(pipeline.class_indices(train, label))
-    for record in records:
+    for record in evaluated:
         assert all(field in record for field in PROTOCOL_FIELDS + FLOOR_FIELDS)
         # The reference is the whole train split of the class, and as many images are generated.
         assert record["reference_split"] == "train"
@@ -87,11 +87,11 @@ def test_the_tiny_run_collapses_and_is_warned_of_in_the_progress_lines_and_summa
     # diversity about 0.14 when measured), which is what every GAN of the project did at small
     # budgets. The warnings must say so where a person reads results.
     _, workdir = evaluated_run
-    records = _read(workdir / "eval.jsonl")
-    assert all(diversity.record_collapsed(r) for r in records), records
+    evaluated = _read(workdir / "eval.jsonl")
+    assert all(diversity.record_collapsed(r) for r in evaluated), evaluated
     log = conditional_run.log
     summary = (workdir / "summary.md").read_text()
-    for r in records:
+    for r in evaluated:
         numbers = f"recall {r['recall']:.3f}, diversity {r['diversity']:.3f}"
         assert (
             f"[conditional] epoch 2 {r['class']}: FID {r['fid']:.2f} (floor {r['fid_floor']:.2f}; "
@@ -111,15 +111,15 @@ def test_features_as_spread_as_the_real_ones_are_not_called_collapsed(capsys):
     real, fake = rng.normal(size=(40, 16)), rng.normal(size=(40, 16))
     record = {"class": "NORMAL", "epoch": 1, **gan_metrics.compare(real, fake)}
     assert record["diversity"] == pytest.approx(1.0, abs=0.1) and record["recall"] > 0.5
-    assert gan_metrics.emit_collapse_warnings([record]) == []
+    assert records.emit_collapse_warnings([record]) == []
     assert "WARNING" not in capsys.readouterr().err
-    section = "\n".join(gan_metrics.summary_section([record]))
+    section = "\n".join(records.summary_section([record]))
     assert "WARNING" not in section and "| **yes** |" not in section
     assert f"| {record['recall']:.3f} | {record['diversity']:.3f} | no |" in section
     # One image repeated: diversity exactly 0, recall 0, collapsed.
     template = {"class": "NORMAL", "epoch": 1, **gan_metrics.compare(real, fake[[0] * 40])}
     assert template["diversity"] == 0.0 and template["recall"] == 0.0
-    assert gan_metrics.emit_collapse_warnings([template], prefix="[x] ") == [
+    assert records.emit_collapse_warnings([template], prefix="[x] ") == [
         diversity.collapse_warning(template)
     ]
     assert "[x] WARNING: NORMAL collapsed (epoch 1): recall 0.000, diversity 0.000" in (
@@ -138,22 +138,22 @@ def test_records_written_before_diversity_are_read_and_judged_by_recall(tmp_path
     run = runs.Run(tmp_path)
     run.eval_path.write_text(json.dumps(old) + "\n" + json.dumps(covered) + "\n")
     new = {**old, "epoch": 40, "diversity": 0.9, "recall": 0.25}
-    gan_metrics.write_records(run.eval_path, [new])
-    assert gan_metrics.read_records(run.eval_path) == [old, covered, new]
+    records.write_records(run.eval_path, [new])
+    assert records.read_records(run.eval_path) == [old, covered, new]
     # The latest epoch of each GAN: NORMAL's new record, PNEUMONIA's old one.
-    assert gan_metrics.latest_records(gan_metrics.read_records(run.eval_path)) == [covered, new]
+    assert records.latest_records(records.read_records(run.eval_path)) == [covered, new]
     run.summary_path.write_text("# GAN training run\n\n## NORMAL\n")
-    gan_metrics.update_summary(run)
+    drivers.update_summary(run)
     summary = run.summary_path.read_text()
-    assert summary.startswith("# GAN training run\n\n## NORMAL\n\n" + gan_metrics.SUMMARY_BEGIN)
+    assert summary.startswith("# GAN training run\n\n## NORMAL\n\n" + records.SUMMARY_BEGIN)
     assert "WARNING" not in summary  # recall 0.5 and 0.25: not collapsed
     assert "| PNEUMONIA | 20 | PNEUMONIA | running | 8 | 8 | 300.0 | 310.0 (50.0) |" in summary
     assert "| 0.000 | 0.500 | n/a | no |" in summary
     # The old record alone: recall 0, diversity not measured, collapsed by recall.
     run.eval_path.write_text(json.dumps(old) + "\n")
-    gan_metrics.update_summary(run)
+    drivers.update_summary(run)
     summary = run.summary_path.read_text()
-    assert summary.count(gan_metrics.SUMMARY_BEGIN) == 1  # rewritten in place
+    assert summary.count(records.SUMMARY_BEGIN) == 1  # rewritten in place
     assert (
         "**WARNING: NORMAL collapsed (gan NORMAL, epoch 20): recall 0.000, diversity not measured"
         in summary
@@ -177,9 +177,9 @@ def test_the_pipeline_report_warns_of_a_collapsed_checkpoint(evaluated_run, tmp_
     # warning, diversity n/a.
     varied = [{**r, "recall": 0.4, "diversity": 0.95} for r in _read(workdir / "eval.jsonl")]
     older = [{k: v for k, v in r.items() if k != "diversity"} for r in varied]
-    for records, cell in ((varied, "| 0.400 | 0.950 | no |"), (older, "| 0.400 | n/a | no |")):
+    for evaluated, cell in ((varied, "| 0.400 | 0.950 | no |"), (older, "| 0.400 | n/a | no |")):
         (tmp_path / "fcgan" / "eval.jsonl").write_text(
-            "".join(json.dumps(r) + "\n" for r in records)
+            "".join(json.dumps(r) + "\n" for r in evaluated)
         )
         text = "\n".join(report._gan_section(config, tmp_path, "fcgan", "FC", {}))
         assert "WARNING" not in text and cell in text
@@ -191,18 +191,18 @@ def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(
 ):
     _, workdir = evaluated_run
     during_training = {r["class"]: r for r in _read(workdir / "eval.jsonl")}
-    records = gan_metrics.evaluate_run(workdir)
+    evaluated = drivers.evaluate_run(workdir)
     # What experiments.evaluate_gan prints to standard error: a warning per collapsed class and
     # checkpoint, naming the numbers.
     err = capsys.readouterr().err
-    for record in records:
+    for record in evaluated:
         where = f"[eval conditional] WARNING: {record['class']} collapsed (gan conditional, epoch "
         if diversity.record_collapsed(record):
             assert f"[eval conditional] WARNING: {diversity.collapse_warning(record)}" in err
         else:
             assert f"{where}{record['epoch']})" not in err
     # The same checkpoint, latents and reference give the same numbers as during training.
-    for record in records[2:]:
+    for record in evaluated[2:]:
         expected = during_training[record["class"]]
         for key in ("fid", "fid_floor", "fid_matched", "kid_mean", "diversity"):
             assert record[key] == pytest.approx(expected[key], rel=1e-6), key
@@ -215,7 +215,7 @@ def test_evaluate_run_covers_every_checkpoint_and_matches_training_time(
     (axes,) = plotted["fid_vs_epoch.png"]
     assert (axes.xlabel, axes.ylabel) == ("epoch", "FID")
     for name in ("NORMAL", "PNEUMONIA"):
-        of_class = [r for r in records if r["class"] == name]
+        of_class = [r for r in evaluated if r["class"] == name]
         label = f"{name} (N real {of_class[0]['num_real']}, generated {of_class[0]['num_fake']})"
         assert axes.series[label] == [(r["epoch"], r["fid"]) for r in of_class]
         assert {y for _, y in axes.series[f"{label}: floor"]} == {of_class[-1]["fid_floor"]}
@@ -227,7 +227,7 @@ def test_batch_statistics_sampling_is_named_and_differs(evaluated_run):
     # Epoch 2 with running statistics was evaluated during training (the run's config.eval).
     running = [r for r in _read(workdir / "eval.jsonl") if r["epoch"] == 2]
     assert [r["batch_stats"] for r in running] == ["running", "running"]
-    batch = gan_metrics.evaluate_run(workdir, epochs=[2], batch_stats="batch")
+    batch = drivers.evaluate_run(workdir, epochs=[2], batch_stats="batch")
     assert {r["batch_stats"] for r in batch} == {"batch"}
     assert all(a["fid"] != b["fid"] for a, b in zip(running, batch, strict=True))
 
@@ -261,7 +261,7 @@ def test_a_class_too_small_for_the_floor_is_named_and_the_rest_reported(caplog):
 def test_an_unknown_resize_mode_lists_the_valid_ones(evaluated_run):
     _, workdir = evaluated_run
     with pytest.raises(ValueError, match=r"--config.eval.resize='bilinear' .* tf1, pytorch_fid"):
-        gan_metrics.evaluate_run(workdir, resize="bilinear")
+        drivers.evaluate_run(workdir, resize="bilinear")
 
 
 @pytest.mark.slow
@@ -269,13 +269,13 @@ def test_evaluate_folder_matches_a_direct_computation(evaluated_run, tmp_path):
     config, workdir = evaluated_run
     images, _ = runs.Run(workdir).generate_per_class(6, seed=3)
     folders.write_image_folder(images, tmp_path)
-    records = gan_metrics.evaluate_folder(tmp_path, config)
-    assert [r["class"] for r in records] == ["NORMAL", "PNEUMONIA"]
+    evaluated = drivers.evaluate_folder(tmp_path, config)
+    assert [r["class"] for r in evaluated] == ["NORMAL", "PNEUMONIA"]
     extractor = gan_metrics.extractor_for("", "tf1")
     real = gan_metrics.real_features(config.data, "train", 1, extractor)
     direct = fid.evaluate(real, extractor(images["PNEUMONIA"]))
-    assert records[1]["fid"] == pytest.approx(direct["fid"], rel=1e-9)
-    assert records[1]["num_fake"] == 6 and records[1]["num_real"] == len(real)
+    assert evaluated[1]["fid"] == pytest.approx(direct["fid"], rel=1e-9)
+    assert evaluated[1]["num_fake"] == 6 and evaluated[1]["num_real"] == len(real)
 
 
 @pytest.mark.slow
@@ -284,11 +284,11 @@ def test_evaluate_folder_of_another_size_or_classes_says_both(evaluated_run, tmp
     wrong_size = {name: np.zeros((2, 16, 16, 1), np.uint8) for name in ("NORMAL", "PNEUMONIA")}
     folders.write_image_folder(wrong_size, tmp_path / "size")
     with pytest.raises(ValueError, match=r"is 16x16, expected 32x32"):
-        gan_metrics.evaluate_folder(tmp_path / "size", config)
+        drivers.evaluate_folder(tmp_path / "size", config)
     extra = {name: np.zeros((2, 32, 32, 1), np.uint8) for name in ("NORMAL", "COVID")}
     folders.write_image_folder(extra, tmp_path / "classes")
     with pytest.raises(ValueError, match=r"class folders \['COVID'\] that are not in class_names"):
-        gan_metrics.evaluate_folder(tmp_path / "classes", config)
+        drivers.evaluate_folder(tmp_path / "classes", config)
 
 
 @pytest.mark.slow

@@ -48,7 +48,7 @@ def test_shipped_config_options_are_valid(name):
     for job in study_jobs:
         study.check_config(job)
         # Every study compares its arms with the 0% baseline, listed first.
-        assert study.plan_arms(job)[0] == study.Arm(0.0), name
+        assert study.arms.plan_arms(job)[0] == study.arms.Arm(0.0), name
 
 
 def test_the_small_data_config_is_the_comparisons_best_arm():
