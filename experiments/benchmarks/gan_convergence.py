@@ -29,8 +29,9 @@ Settings (`--settings`):
 
 `--set=KEY=VALUE` (repeatable) overrides a GAN config key of every chosen arm, e.g.
 `--set=optim.d_lr=1e-4`; the overrides are part of the run's name, so variants sit side by side.
-The table, `WORKDIR/convergence.png` (FID over its floor against kimg and minutes, per class) and
-the JSON name the CPU. Results: docs/gan_convergence.md.
+The table (`--markdown` adds it in Markdown), `WORKDIR/convergence_<setting>.png` (FID over its
+floor against kimg and minutes, per class, one figure per data setting) and the JSON name the CPU.
+Results: docs/gan_convergence.md.
 """
 
 import ast
@@ -70,6 +71,9 @@ _OVERRIDES = flags.DEFINE_multi_string(
 )
 _REPORT_ONLY = flags.DEFINE_bool(
     "report_only", False, "Print the table and draw the plot from results.json; train nothing."
+)
+_MARKDOWN = flags.DEFINE_bool(
+    "markdown", False, "Also print the table as Markdown (docs/gan_convergence.md's form)."
 )
 
 # What the table and the plot show of each class's record.
@@ -245,22 +249,63 @@ def print_table(results: dict) -> None:
     print("(last scored checkpoint of each run; 'best x': the lowest FID / floor along the run)")
 
 
-def plot(results: dict, path: pathlib.Path) -> str | None:
-    """FID / floor against kimg (top) and training minutes (bottom), a column per class."""
+def markdown_table(results: dict) -> list[str]:
+    """One row per run: its last scored checkpoint, per class FID / floor (the best along the run),
+    precision, recall and diversity, so that a low FID of a collapsed run is seen as such."""
+    entries = {n: e for n, e in results["runs"].items() if e.get("points")}
+    if not entries:
+        return []
+    class_names = list(next(iter(entries.values()))["points"][-1]["classes"])
+    header = ["run", "kimg", "train min"]
+    for class_name in class_names:
+        header += [
+            f"{class_name} FID / floor (best)",
+            f"{class_name} precision / recall",
+            f"{class_name} diversity",
+        ]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, entry in entries.items():
+        last = entry["points"][-1]
+        cells = [name, f"{last['kimg']:.1f}", f"{last['train_seconds'] / 60:.1f}"]
+        for class_name in class_names:
+            values = last["classes"][class_name]
+            best = min(
+                p["classes"][class_name]["fid"] / p["classes"][class_name]["fid_floor"]
+                for p in entry["points"]
+            )
+            cells += [
+                f"{values['fid']:.1f} / {values['fid_floor']:.1f} = "
+                f"{values['fid'] / values['fid_floor']:.1f}x ({best:.1f}x)",
+                f"{values['precision']:.2f} / {values['recall']:.2f}",
+                f"{values['diversity']:.2f}",
+            ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def plot(results: dict, path: pathlib.Path, setting: str) -> str | None:
+    """FID / floor against kimg (top) and training minutes (bottom), a column per class, for the
+    runs of one data setting; a colour per arm (and override), a line style per seed."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    entries = {n: e for n, e in results["runs"].items() if e.get("points")}
+    entries = {
+        n: e for n, e in results["runs"].items() if e.get("points") and e["setting"] == setting
+    }
     if not entries:
         return None
     class_names = list(next(iter(entries.values()))["points"][0]["classes"])
     figure, axes = plt.subplots(
         2, len(class_names), figsize=(6 * len(class_names), 8), squeeze=False
     )
+    variants = sorted({name.rsplit("/", 1)[0] for name in entries})
+    colours = {variant: f"C{index % 10}" for index, variant in enumerate(variants)}
+    styles = ("-", "--", ":", "-.")
     for name, entry in entries.items():
         points = entry["points"]
+        variant = name.rsplit("/", 1)[0]
         for column, class_name in enumerate(class_names):
             ratio = [
                 p["classes"][class_name]["fid"] / p["classes"][class_name]["fid_floor"]
@@ -270,15 +315,23 @@ def plot(results: dict, path: pathlib.Path) -> str | None:
             for row, x in enumerate(
                 ([p["kimg"] for p in points], [p["train_seconds"] / 60 for p in points])
             ):
-                (line,) = axes[row][column].plot(x, ratio, marker="o", markersize=3, label=name)
-                # Checkpoints with recall above 0.1 get a filled marker.
+                axes[row][column].plot(
+                    x,
+                    ratio,
+                    styles[entry["seed"] % len(styles)],
+                    marker="o",
+                    markersize=3,
+                    color=colours[variant],
+                    label=f"{variant.split('/', 1)[1]}, seed {entry['seed']}",
+                )
+                # Checkpoints with recall above 0.1 get a large marker.
                 kept = np.asarray(recall) > 0.1
                 axes[row][column].plot(
                     np.asarray(x)[kept],
                     np.asarray(ratio)[kept],
                     "o",
-                    color=line.get_color(),
-                    markersize=7,
+                    color=colours[variant],
+                    markersize=8,
                 )
     for column, class_name in enumerate(class_names):
         for row, label in enumerate(("thousand images shown (kimg)", "training minutes")):
@@ -289,12 +342,12 @@ def plot(results: dict, path: pathlib.Path) -> str | None:
                 axis.axhline(target, color="grey", linestyle=":", linewidth=0.8)
             axis.set_xlabel(label)
             axis.set_ylabel("FID / real-vs-real floor")
-            axis.set_title(f"{class_name} (large dots: recall > 0.1)")
+            axis.set_title(f"{class_name} (large dots: recall > 0.1; dotted: 2x and 4x)")
     axes[0][0].legend(fontsize=7)
     cpu = results.get("cpu", {})
-    figure.suptitle(f"GAN convergence on {cpu.get('cpu_model', '?')}")
+    figure.suptitle(f"GAN convergence, {setting}, on {cpu.get('cpu_model', '?')}")
     figure.tight_layout()
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
     return str(path)
 
@@ -330,9 +383,12 @@ def main(argv):
                     train_run(config, workdir / name, entry, lambda: _save(path, results))
         _save(path, results)
     print_table(results)
-    drawn = plot(results, workdir / "convergence.png")
-    if drawn:
-        print(f"plot: {drawn}")
+    if _MARKDOWN.value:
+        print("\n".join(markdown_table(results)))
+    for setting in SETTINGS:
+        drawn = plot(results, workdir / f"convergence_{setting}.png", setting)
+        if drawn:
+            print(f"plot: {drawn}")
 
 
 if __name__ == "__main__":
