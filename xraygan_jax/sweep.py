@@ -201,7 +201,7 @@ def run_sweep(config: ml_collections.ConfigDict, workdir: str | os.PathLike) -> 
         )
     # Progress, rate and ETA count the points trained by this call, not those read back.
     progress = reporting.Progress(
-        len(planned) - len(finished), 1, "[sweep]", every_steps=1, unit="point"
+        len(planned) - len(finished), 1, "[sweep]", every_steps=1, unit="point", counted="points"
     )
     rows, done = [], 0
     for point in planned:

@@ -76,3 +76,17 @@ def test_the_finished_progress_line_shows_the_elapsed_time(monkeypatch, capsys):
     progress.finish()  # a second call prints nothing more
     lines = capsys.readouterr().err.splitlines()
     assert lines == ["[t] done: 3/3 steps in 1m05s | 10.0 img/s | loss 0.5"]
+
+
+def test_progress_over_checkpoints_counts_checkpoints_not_steps(monkeypatch, capsys):
+    clock = iter([0.0, 0.0, 80.0, 80.0, 170.0])
+    monkeypatch.setattr(reporting.time, "perf_counter", lambda: next(clock, 170.0))
+    progress = reporting.Progress(
+        total_steps=3, items_per_step=1, name="[eval g]", every_steps=1,
+        unit="checkpoint", counted="checkpoints",
+    )  # fmt: skip
+    for done in (1, 2):
+        progress.update(done)
+    lines = capsys.readouterr().err.splitlines()
+    assert lines[0] == "[eval g] 1/3 checkpoints | compiling | ETA ?"
+    assert lines[1].startswith("[eval g] 2/3 checkpoints | 80.0 s/checkpoint | ETA ")

@@ -76,7 +76,12 @@ def evaluate_run(
             )
         labels = [label] if label is not None else None
         progress = reporting.Progress(
-            len(chosen), 1, f"[eval {gan_name}]", every_steps=1, unit="checkpoint"
+            len(chosen),
+            1,
+            f"[eval {gan_name}]",
+            every_steps=1,
+            unit="checkpoint",
+            counted="checkpoints",
         )
         for done, epoch in enumerate(chosen, start=1):
             sample_fn, _ = run.sample_fn({gan_name: epoch}, batch_stats=config.eval.batch_stats)

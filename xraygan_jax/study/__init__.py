@@ -186,7 +186,9 @@ def run_study(
             len(seeds),
         )
     plan = [(size, arm, seed) for size in sizes for arm in arms.plan_arms(config) for seed in seeds]
-    progress = reporting.Progress(len(plan), 1, "[study]", every_steps=1, unit="arm")
+    progress = reporting.Progress(
+        len(plan), 1, "[study]", every_steps=1, unit="arm", counted="arms"
+    )
     threads = int(config.study.get("threads", 1))
     # Threads share one compilation; a classifier's result does not depend on what trains beside
     # it (tests/test_study.py checks it bitwise). The warnings filters are process-wide, so the

@@ -89,6 +89,7 @@ class Progress:
       name: prefix of each line.
       every_steps: how often `update` prints.
       unit: what items are, in the rate ("img" -> "img/s").
+      counted: what the `done/total` counts ("steps"; "checkpoints", "arms", ...).
     """
 
     def __init__(
@@ -98,8 +99,10 @@ class Progress:
         name: str,
         every_steps: int = 10,
         unit: str = "img",
+        counted: str = "steps",
     ):
         self.total_steps = total_steps
+        self.counted = counted
         self.unit = unit
         self._finished = False
         self._message = ""
@@ -126,7 +129,7 @@ class Progress:
             unit_rate = self._format_rate(rate) if rate else "compiling"
             eta_text = format_duration(eta) if eta is not None else "?"
             emit(
-                f"{self.name} {steps_done}/{self.total_steps} steps | {unit_rate} | "
+                f"{self.name} {steps_done}/{self.total_steps} {self.counted} | {unit_rate} | "
                 f"ETA {eta_text}{f' | {message}' if message else ''}"
             )
         return rate
@@ -138,7 +141,7 @@ class Progress:
         self._finished = True
         rate = self.items_per_second()
         emit(
-            f"{self.name} done: {self._steps_done}/{self.total_steps} steps in "
+            f"{self.name} done: {self._steps_done}/{self.total_steps} {self.counted} in "
             f"{format_duration(self.elapsed_seconds)}"
             + (f" | {self._format_rate(rate)}" if rate else "")
             + (f" | {self._message}" if self._message else "")
