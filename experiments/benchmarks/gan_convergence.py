@@ -210,10 +210,20 @@ def _score(config, workdir: pathlib.Path, entry: dict, epoch: int, save) -> None
     print(f"  {format_point(point)}", flush=True)
 
 
+def _ratio(values: dict) -> float:
+    """A class record's FID over its real-vs-real floor."""
+    return values["fid"] / values["fid_floor"]
+
+
+def _best_ratio(entry: dict, class_name: str) -> float:
+    """The lowest FID / floor of one class along a run."""
+    return min(_ratio(p["classes"][class_name]) for p in entry["points"])
+
+
 def format_point(point: dict) -> str:
     parts = [f"{point['kimg']:6.1f} kimg {point['train_seconds'] / 60:5.1f} min"]
     for name, values in point["classes"].items():
-        ratio = values["fid"] / values["fid_floor"]
+        ratio = _ratio(values)
         parts.append(
             f"{name} FID {values['fid']:6.1f} ({ratio:4.1f}x floor) recall "
             f"{values['recall']:.2f} diversity {values['diversity']:.2f}"
@@ -235,14 +245,11 @@ def print_table(results: dict) -> None:
             continue
         last = points[-1]
         for class_name, values in last["classes"].items():
-            best = min(
-                p["classes"][class_name]["fid"] / p["classes"][class_name]["fid_floor"]
-                for p in points
-            )
+            best = _best_ratio(entry, class_name)
             print(
                 f"{name:<44} {last['kimg']:>6.1f} {last['train_seconds'] / 60:>6.1f} "
                 f"{class_name:<10} {values['fid']:>6.1f} {values['fid_floor']:>6.1f} "
-                f"{values['fid'] / values['fid_floor']:>7.2f} {best:>6.2f} "
+                f"{_ratio(values):>7.2f} {best:>6.2f} "
                 f"{values['kid_mean']:>7.4f} {values['precision']:>5.2f} "
                 f"{values['recall']:>6.2f} {values['diversity']:>6.2f}"
             )
@@ -269,13 +276,10 @@ def markdown_table(results: dict) -> list[str]:
         cells = [name, f"{last['kimg']:.1f}", f"{last['train_seconds'] / 60:.1f}"]
         for class_name in class_names:
             values = last["classes"][class_name]
-            best = min(
-                p["classes"][class_name]["fid"] / p["classes"][class_name]["fid_floor"]
-                for p in entry["points"]
-            )
+            best = _best_ratio(entry, class_name)
             cells += [
                 f"{values['fid']:.1f} / {values['fid_floor']:.1f} = "
-                f"{values['fid'] / values['fid_floor']:.1f}x ({best:.1f}x)",
+                f"{_ratio(values):.1f}x ({best:.1f}x)",
                 f"{values['precision']:.2f} / {values['recall']:.2f}",
                 f"{values['diversity']:.2f}",
             ]
@@ -307,10 +311,7 @@ def plot(results: dict, path: pathlib.Path, setting: str) -> str | None:
         points = entry["points"]
         variant = name.rsplit("/", 1)[0]
         for column, class_name in enumerate(class_names):
-            ratio = [
-                p["classes"][class_name]["fid"] / p["classes"][class_name]["fid_floor"]
-                for p in points
-            ]
+            ratio = [_ratio(p["classes"][class_name]) for p in points]
             recall = [p["classes"][class_name]["recall"] for p in points]
             for row, x in enumerate(
                 ([p["kimg"] for p in points], [p["train_seconds"] / 60 for p in points])
