@@ -47,6 +47,57 @@ def test_frechet_matches_scipy_sqrtm_form(dim):
     assert got == pytest.approx(expected, rel=1e-6)
 
 
+@pytest.mark.parametrize(
+    "num_a, num_b, dim",
+    [(30, 40, 64), (200, 150, 64), (5, 300, 16), (48, 48, 2048)],
+    ids=["both-below-dim", "both-above-dim", "one-below-one-above", "fid-sized"],
+)
+def test_frechet_from_features_equals_the_moments_form(num_a, num_b, dim):
+    rng = np.random.default_rng([num_a, num_b, dim])
+    # Correlated, offset features, as Inception's are (non-negative, mean about 0.3).
+    mixing = rng.standard_normal((dim, dim)) / np.sqrt(dim)
+    a = 0.3 + rng.standard_normal((num_a, dim)) @ mixing
+    b = 0.5 + 1.3 * rng.standard_normal((num_b, dim)) @ mixing
+    mu1, sigma1 = a.mean(0), np.cov(a, rowvar=False)
+    mu2, sigma2 = b.mean(0), np.cov(b, rowvar=False)
+    # The exact value: the moments form with only the product's rank's largest eigenvalues. The
+    # rest are zero but for round-off, whose square roots the moments form adds (about 1e-4 at
+    # D = 2048, N = 48).
+    eigenvalues, eigenvectors = scipy.linalg.eigh(sigma1)
+    root = (eigenvectors * np.sqrt(np.clip(eigenvalues, 0, None))) @ eigenvectors.T
+    product = scipy.linalg.eigvalsh(root @ sigma2 @ root)
+    kept = product[-min(num_a - 1, num_b - 1, dim) :]
+    diff = mu1 - mu2
+    exact = diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(kept).sum()
+    got = fid.frechet_distance_from_features(a, b)
+    assert got == pytest.approx(exact, rel=1e-12)
+    moments = fid.frechet_distance_from_moments(mu1, sigma1, mu2, sigma2)
+    assert got == pytest.approx(moments, rel=1e-7)
+    assert fid.frechet_distance_from_features(a, a) == pytest.approx(0, abs=1e-9)
+
+
+def test_evaluate_takes_the_feature_form_for_small_sets_and_the_moments_form_for_stats():
+    rng = np.random.default_rng(3)
+    real, fake = rng.standard_normal((40, 32)), 0.2 + rng.standard_normal((50, 32))
+    with pytest.warns(fid.SmallSampleWarning, match="from 40 and 50 samples"):
+        from_features = fid.evaluate(real, fake, kid_num_subsets=2)
+    with pytest.warns(fid.SmallSampleWarning, match="from 40 and 50 samples"):
+        from_stats = fid.evaluate(fid.FeatureStats.from_features(real), fake)
+    assert from_features["fid"] == pytest.approx(from_stats["fid"], rel=1e-9)
+    assert (from_features["num_real"], from_features["num_fake"]) == (40, 50)
+
+
+def test_frechet_from_features_rejects_bad_features():
+    with pytest.raises(
+        ValueError, match=r"features_b: expected features of shape \[N, 8\], got \(4, 7\)"
+    ):
+        fid.frechet_distance_from_features(np.zeros((4, 8)), np.zeros((4, 7)))
+    with pytest.raises(ValueError, match="FID needs at least 2 samples in features_a, got 1"):
+        fid.frechet_distance_from_features(np.zeros((1, 8)), np.zeros((4, 8)))
+    with pytest.raises(ValueError, match="features_a: features contain NaN or Inf"):
+        fid.frechet_distance_from_features(np.full((3, 8), np.inf), np.zeros((4, 8)))
+
+
 def test_frechet_rejects_bad_moments():
     eye = np.eye(4)
     with pytest.raises(ValueError, match=r"sigma2 has shape \(3, 3\), expected \(4, 4\)"):
@@ -198,13 +249,14 @@ def test_evaluate_reports_every_metric_with_counts():
         result = fid.evaluate(real, fake, kid_num_subsets=5)
     assert result["num_real"] == 40 and result["num_fake"] == 30
     assert result["kid_subset_size"] == 30 and result["pr_k"] == 3
-    expected_fid = fid.frechet_distance_from_moments(
+    assert result["fid"] == fid.frechet_distance_from_features(real, fake)  # N_r N_g <= 256^2
+    moments_fid = fid.frechet_distance_from_moments(
         real.astype(np.float64).mean(0),
         np.cov(real.astype(np.float64), rowvar=False),
         fake.astype(np.float64).mean(0),
         np.cov(fake.astype(np.float64), rowvar=False),
     )
-    assert result["fid"] == pytest.approx(expected_fid, rel=1e-9)
+    assert result["fid"] == pytest.approx(moments_fid, rel=1e-7)  # its round-off: see above
     assert (result["kid_mean"], result["kid_std"]) == fid.compute_kid(
         real, fake, num_subsets=5, subset_size=1000
     )
@@ -213,7 +265,7 @@ def test_evaluate_reports_every_metric_with_counts():
     with pytest.warns(fid.SmallSampleWarning):
         from_stats = fid.evaluate(fid.FeatureStats.from_features(real), fake)
     assert set(from_stats) == {"fid", "num_real", "num_fake"}
-    assert from_stats["fid"] == pytest.approx(result["fid"], rel=1e-12)
+    assert from_stats["fid"] == pytest.approx(moments_fid, rel=1e-9)
 
 
 def test_evaluate_rejects_a_single_image():

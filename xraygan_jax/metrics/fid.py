@@ -13,7 +13,10 @@ The standard definitions, computed so that numbers are comparable with published
   unbiased sample covariance (divides by N - 1), as `np.cov` in TTUR and pytorch-fid; NVIDIA's
   stylegan2-ada divides by N, a difference of O(1/N) in FID. The matrix square root term is
   computed in the symmetric form Tr sqrt(S1^1/2 S2 S1^1/2) with `scipy.linalg.eigh`, which avoids
-  `scipy.linalg.sqrtm` on a non-symmetric product (scipy 1.11.2-1.11.3 broke it). FID is
+  `scipy.linalg.sqrtm` on a non-symmetric product (scipy 1.11.2-1.11.3 broke it). When both
+  sets' features are at hand and small (N_r N_g <= 2048^2, every per-class evaluation here),
+  the same trace is the sum of singular values of the N_r x N_g cross product of the centred
+  features (`frechet_distance_from_features`): exact, and seconds faster per FID. FID is
   biased upward for small N and the covariance is singular below 2048 samples: every result
   carries N, and N < 2048 warns (`SmallSampleWarning`).
 - KID (Binkowski et al. 2018): unbiased MMD^2 with the kernel k(x, y) = (x.y / d + 1)^3, averaged
@@ -442,6 +445,50 @@ def frechet_distance_from_moments(
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * trace_sqrt)
 
 
+def _warn_if_small(count_a: int, count_b: int, *, stacklevel: int = 3) -> None:
+    """SmallSampleWarning when either set has fewer than MIN_SAMPLES_FOR_FID samples."""
+    if min(count_a, count_b) < MIN_SAMPLES_FOR_FID:
+        warnings.warn(
+            f"FID from {count_a} and {count_b} samples: below "
+            f"{MIN_SAMPLES_FOR_FID} the covariance is singular and FID is biased upward; "
+            "compare FIDs only at equal N, and prefer KID for small sets",
+            SmallSampleWarning,
+            stacklevel=stacklevel,
+        )
+
+
+def frechet_distance_from_features(features_a: Any, features_b: Any) -> float:
+    """Frechet distance between the Gaussians fitted to two feature sets, without D x D matrices.
+
+    The same number as `frechet_distance_from_moments` of the sets' means and unbiased
+    covariances, computed in the sets' own span. With centred features A [n, D] and B [m, D],
+    S1 = A'A / (n - 1) and S2 = B'B / (m - 1), so S1 S2 has the nonzero eigenvalues of M M' with
+    M = A B' / sqrt((n - 1)(m - 1)) [n, m]: Tr sqrt(S1 S2) is the sum of M's singular values, and
+    Tr S1 = ||A||^2 / (n - 1). This costs O(n m D) instead of two D x D eigendecompositions
+    (about 3 s at D = 2048 on 2 CPU cores), and avoids the round-off of the zero eigenvalues a
+    covariance of n < D samples has. `evaluate` uses it when n m <= D^2.
+
+    Args:
+      features_a, features_b: features [n, D] and [m, D], each of at least 2 samples.
+
+    Returns:
+      The distance (a Python float), in float64.
+    """
+    a = _check_features(features_a, "features_a").astype(np.float64)
+    b = _check_features(features_b, "features_b", a.shape[1]).astype(np.float64)
+    _require_samples(len(a), 2, "features_a", "FID")
+    _require_samples(len(b), 2, "features_b", "FID")
+    mean_a, mean_b = a.mean(axis=0), b.mean(axis=0)
+    centred_a, centred_b = a - mean_a, b - mean_b
+    scale_a, scale_b = len(a) - 1, len(b) - 1
+    cross = centred_a @ centred_b.T / np.sqrt(scale_a * scale_b)
+    trace_sqrt = scipy.linalg.svdvals(cross).sum()
+    diff = mean_a - mean_b
+    trace_a = np.einsum("ij,ij->", centred_a, centred_a) / scale_a
+    trace_b = np.einsum("ij,ij->", centred_b, centred_b) / scale_b
+    return float(diff @ diff + trace_a + trace_b - 2.0 * trace_sqrt)
+
+
 def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
     """FID between two feature statistics; warns (SmallSampleWarning) when N < 2048.
 
@@ -451,15 +498,7 @@ def frechet_distance(stats_a: FeatureStats, stats_b: FeatureStats) -> float:
     Returns:
       The Frechet distance. Report it with both counts; it is biased upward for small N.
     """
-    smallest = min(stats_a.count, stats_b.count)
-    if smallest < MIN_SAMPLES_FOR_FID:
-        warnings.warn(
-            f"FID from {stats_a.count} and {stats_b.count} samples: below "
-            f"{MIN_SAMPLES_FOR_FID} the covariance is singular and FID is biased upward; "
-            "compare FIDs only at equal N, and prefer KID for small sets",
-            SmallSampleWarning,
-            stacklevel=2,
-        )
+    _warn_if_small(stats_a.count, stats_b.count, stacklevel=3)
     return frechet_distance_from_moments(stats_a.mean, stats_a.cov, stats_b.mean, stats_b.cov)
 
 
@@ -612,17 +651,23 @@ def evaluate(
     """
     fake = _check_features(fake_feats, "fake_feats")
     _require_samples(len(fake), 2, "fake_feats", "FID")
-    fake_stats = FeatureStats.from_features(fake)
     if isinstance(real, FeatureStats):
-        real_stats, real_features = real, None
+        real_features, num_real = None, real.count
     else:
         real_features = _check_features(real, "real", fake.shape[1])
-        real_stats = FeatureStats.from_features(real_features)
-    _require_samples(real_stats.count, 2, "real", "FID")
+        num_real = len(real_features)
+    _require_samples(num_real, 2, "real", "FID")
+    if real_features is not None and num_real * len(fake) <= fake.shape[1] ** 2:
+        # The same distance, in the sets' span: cheaper, and exact (frechet_distance_from_features).
+        _warn_if_small(num_real, len(fake))
+        fid_value = frechet_distance_from_features(real_features, fake)
+    else:
+        real_stats = real if real_features is None else FeatureStats.from_features(real_features)
+        fid_value = frechet_distance(real_stats, FeatureStats.from_features(fake))
     result: dict[str, float | int] = {
-        "fid": frechet_distance(real_stats, fake_stats),
-        "num_real": real_stats.count,
-        "num_fake": fake_stats.count,
+        "fid": fid_value,
+        "num_real": num_real,
+        "num_fake": len(fake),
     }
     if real_features is not None:
         kid_mean, kid_std = compute_kid(
