@@ -302,6 +302,7 @@ def test_a_split_too_small_for_fid_names_the_split_flag(evaluated_run):
             gan_metrics.real_features(small.data, "val", label, extractor)
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_evaluate_gan_launcher_needs_a_run_directory(tmp_path):
     result = run_launcher("experiments.evaluate_gan", f"--workdir={tmp_path}")
     assert result.returncode == 1
@@ -310,6 +311,7 @@ def test_evaluate_gan_launcher_needs_a_run_directory(tmp_path):
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_evaluate_gan_launcher_refuses_config_overrides_with_a_run_directory(tmp_path):
     result = run_launcher(
         "experiments.evaluate_gan",

@@ -2,10 +2,13 @@
 
 import re
 
+import pytest
 from helpers import grid_tiles, read_grid_png, run_launcher, write_image
 from PIL import Image
 
 _TEST_CONFIG = "--config=experiments/configs/test.py"
+# Every test starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores.
+pytestmark = pytest.mark.slow
 
 
 def _run(module, *args):

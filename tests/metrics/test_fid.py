@@ -49,8 +49,13 @@ def test_frechet_matches_scipy_sqrtm_form(dim):
 
 @pytest.mark.parametrize(
     "num_a, num_b, dim",
-    [(30, 40, 64), (200, 150, 64), (5, 300, 16), (48, 48, 2048)],
-    ids=["both-below-dim", "both-above-dim", "one-below-one-above", "fid-sized"],
+    [
+        pytest.param(30, 40, 64, id="both-below-dim"),
+        pytest.param(200, 150, 64, id="both-above-dim"),
+        pytest.param(5, 300, 16, id="one-below-one-above"),
+        # 2048-d eigendecompositions for the reference value: about 6 s on 2 cores.
+        pytest.param(48, 48, 2048, id="fid-sized", marks=pytest.mark.slow),
+    ],
 )
 def test_frechet_from_features_equals_the_moments_form(num_a, num_b, dim):
     rng = np.random.default_rng([num_a, num_b, dim])

@@ -275,6 +275,7 @@ def test_init_from_fid_inception_places_the_backbone_and_keeps_the_head():
         classifier.init_from_fid_inception(variables, fid)
 
 
+@pytest.mark.slow  # differentiates the Inception backbone: about 10 s on 2 cores
 def test_frozen_backbone_gets_zero_gradient_and_a_false_mask():
     trained_blocks = {"head": (), "last_blocks": ("mixed_9", "mixed_10")}
     variables = _inception_variables()

@@ -202,6 +202,7 @@ def test_conversion_is_cached_and_reused(empty_cache, monkeypatch, source_bytes)
         inception_weights.load_params(download=False)
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_command_line_converts_without_torch(source_path, empty_cache):
     # `python -m xraygan_jax.pretrained.inception_weights` (the README's set-up step) in a fresh
     # process, which must not import torch along the way.

@@ -83,6 +83,7 @@ def test_an_unknown_select_metric_lists_the_valid_ones():
     )
 
 
+@pytest.mark.slow  # trains classifiers: about 10 s on 2 cores
 def test_one_se_keeps_the_latest_weights_within_one_standard_error_of_the_best():
     result = classifier_loop.train_classifier(
         _tiny_config(select_rule="one_se"), _images(32, 0), _images(16, 1), seed=0,
@@ -133,6 +134,7 @@ def test_an_unknown_select_rule_lists_the_valid_ones():
     ("select_metric", "key", "best"),
     [("val_loss", "loss/val", np.argmin), ("auc", "auc/val", np.argmax)],
 )
+@pytest.mark.slow  # trains classifiers: about 10 s on 2 cores
 def test_the_kept_weights_are_the_best_by_the_select_metric(select_metric, key, best):
     result = classifier_loop.train_classifier(
         _tiny_config(select_rule="best"),

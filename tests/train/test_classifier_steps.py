@@ -327,6 +327,7 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     }
 
 
+@pytest.mark.slow  # compiles the classifier step for 1 and 8 devices: about 10 s on 2 cores
 def test_eight_devices_match_one_device():
     environment = dict(os.environ)
     environment["XLA_FLAGS"] = (

@@ -324,6 +324,7 @@ def _launch(*args, env=None):
     return run_launcher("experiments.train_gan", *args, env=env)
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_launcher_rejects_an_unknown_config_key(tmp_path):
     result = _launch(
         "--config=experiments/configs/test.py",
@@ -334,6 +335,7 @@ def test_launcher_rejects_an_unknown_config_key(tmp_path):
     assert "bogus_key" in result.stderr
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_launcher_rejects_a_batch_that_does_not_divide_over_devices(tmp_path):
     result = _launch(
         "--config=experiments/configs/test.py",
@@ -513,6 +515,7 @@ def test_an_unsupported_image_size_fails_before_the_workdir_is_written(tmp_path)
     assert "Traceback" in verbose.stderr
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_generate_launcher_without_a_run_prints_one_line(tmp_path):
     result = run_launcher("experiments.generate", f"--workdir={tmp_path}")
     assert result.returncode == 1 and "Traceback" not in result.stderr
@@ -530,6 +533,7 @@ def test_unknown_loss_or_augmentation_is_refused_before_training(data_dir):
         gan_loop.validate(config)
 
 
+@pytest.mark.slow  # reads the session's trained run (about 100 s to train once)
 def test_every_file_of_the_run_is_where_its_run_says(conditional_run):
     run = runs.Run(conditional_run.workdir)
     (gan_name,) = [name for name, _ in run.gan_names()]

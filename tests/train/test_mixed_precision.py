@@ -103,6 +103,7 @@ def test_bfloat16_loss_curves_stay_close_to_float32(kind):
 
 
 @pytest.mark.parametrize("kind", ["dcgan", "fcgan"])
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_bfloat16_keeps_the_state_in_float32(kind):
     _, final, _ = _run(kind, "bfloat16")
     for part in ("g_params", "d_params", "g_batch_stats", "d_batch_stats"):
@@ -157,6 +158,7 @@ def test_bfloat16_step_convolves_in_bfloat16_and_reduces_in_float32():
     assert _operand_dtypes("dcgan", "float32")["conv_general_dilated"] == {"float32"}
 
 
+@pytest.mark.slow  # compiles every module in two dtypes: about 10 s on 2 cores
 def test_bfloat16_module_outputs():
     config = _config("dcgan", "bfloat16")
     state = _run("dcgan", "bfloat16")[1]

@@ -304,6 +304,7 @@ def test_a_killed_process_stops_the_other_with_a_clear_error(tmp_path):
     assert stopped_after < 60, stopped_after
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_a_coordinator_that_never_answers_is_an_error_naming_it(tmp_path):
     workdir = tmp_path / "run"
     started = time.monotonic()
@@ -320,6 +321,7 @@ def test_a_coordinator_that_never_answers_is_an_error_naming_it(tmp_path):
     assert not workdir.exists()
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_processes_started_with_different_configs_stop_before_training(tmp_path):
     workdir = tmp_path / "run"
     processes = _Processes(
@@ -338,6 +340,7 @@ def test_processes_started_with_different_configs_stop_before_training(tmp_path)
     assert not workdir.exists()  # Stopped before anything was written.
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_a_global_batch_that_does_not_divide_over_all_devices_is_refused(tmp_path):
     workdir = tmp_path / "run"
     processes = _Processes(workdir, "--config.train.batch_size=6")
@@ -365,6 +368,7 @@ def _launch_one(module: str, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize(
     "module", ["evaluate_gan", "augmentation_study", "pipeline", "sweep", "generate"]
 )
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_single_process_launchers_refuse_distributed(module, tmp_path):
     child = _launch_one(f"experiments.{module}", f"--workdir={tmp_path}", "--distributed")
     assert child.returncode == 1, child.stderr
@@ -374,6 +378,7 @@ def test_single_process_launchers_refuse_distributed(module, tmp_path):
     ) in child.stderr
 
 
+@pytest.mark.slow  # starts a launcher process: 4-10 s of Python and JAX start-up on 2 cores
 def test_distributed_settings_need_distributed(tmp_path):
     child = _launch_one(
         "experiments.train_gan", CONFIG, f"--workdir={tmp_path / 'run'}", "--process_id=1"

@@ -24,6 +24,7 @@ def ema_state(fresh_state):
     return state.replace(ema_g_params=shifted, g_batch_stats=stats)
 
 
+@pytest.mark.slow  # compiles the GAN's init and sampler: 10-25 s on 2 cores
 def test_ema_generator_statistics_come_from_the_ema_weights(ema_state):
     generator = sampling.GeneratorState.from_gan_state(ema_state, use_ema=True)
     assert generator.ema
@@ -40,6 +41,7 @@ def test_ema_generator_statistics_come_from_the_ema_weights(ema_state):
     np.testing.assert_allclose(running, batch, atol=2e-4)
 
 
+@pytest.mark.slow  # compiles the GAN's init and sampler: 10-25 s on 2 cores
 def test_without_ema_the_live_weights_and_statistics_are_used(ema_state):
     generator = sampling.GeneratorState.from_gan_state(ema_state, use_ema=False)
     assert not generator.ema
@@ -47,6 +49,7 @@ def test_without_ema_the_live_weights_and_statistics_are_used(ema_state):
     jax.tree.map(np.testing.assert_array_equal, generator.batch_stats, ema_state.g_batch_stats)
 
 
+@pytest.mark.slow  # compiles the GAN's init and sampler: 10-25 s on 2 cores
 def test_sample_fn_is_deterministic_per_seed(fresh_state):
     generator = sampling.GeneratorState.from_gan_state(fresh_state, use_ema=False)
     sample_fn = sampling.make_sample_fn({0: generator, 1: generator})

@@ -66,6 +66,7 @@ def float64_discriminator():
     return d, images
 
 
+@pytest.mark.slow  # compiles a float64 D and its input gradient: 15-25 s on 2 cores
 def test_r1_equals_a_finite_difference_estimate(float64_discriminator):
     d, images = float64_discriminator
     with jax.enable_x64(True):
@@ -76,6 +77,7 @@ def test_r1_equals_a_finite_difference_estimate(float64_discriminator):
     np.testing.assert_allclose(float(penalty), float(expected), rtol=1e-6)
 
 
+@pytest.mark.slow  # shares the float64 D of the R1 test: 15-25 s on 2 cores
 def test_gradient_penalty_equals_a_finite_difference_estimate(float64_discriminator):
     d, real = float64_discriminator
     with jax.enable_x64(True):
@@ -212,6 +214,7 @@ def _real_batch():
     return {"image": images, "label": jnp.arange(8, dtype=jnp.int32) % 2}
 
 
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_ada_p_rises_while_d_overfits_a_fixed_real_batch():
     options = steps.StepOptions(ada=True, ada_interval=1, ada_kimg=0.2)  # up to 0.04 per step
     train_step = jax.jit(functools.partial(steps.gan_train_step, options=options))

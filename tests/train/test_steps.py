@@ -80,6 +80,7 @@ def _all_leaves_differ(before, after) -> bool:
     )
 
 
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_one_step_changes_every_part_and_reports_metrics():
     state = _initial_state()
     new_state, metrics = _train_step()(state, _batch(), _key(2))
@@ -95,6 +96,7 @@ def test_one_step_changes_every_part_and_reports_metrics():
     assert _adam_count(new_state.g_opt_state) == _adam_count(new_state.d_opt_state) == 1
 
 
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_step_is_a_function_of_its_key():
     state = _initial_state()
     first, first_metrics = _train_step()(state, _batch(), _key(3))
@@ -109,6 +111,7 @@ def test_step_is_a_function_of_its_key():
     )
 
 
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_two_generator_steps_per_discriminator_step():
     new_state, metrics = _train_step(g_updates_per_step=2)(_initial_state(), _batch(), _key(2))
     assert _adam_count(new_state.g_opt_state) == 2
@@ -117,12 +120,14 @@ def test_two_generator_steps_per_discriminator_step():
     assert set(metrics) == METRIC_NAMES
 
 
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_two_discriminator_steps_per_generator_step():
     new_state, _ = _train_step(d_updates_per_step=2)(_initial_state(), _batch(), _key(2))
     assert _adam_count(new_state.d_opt_state) == 2
     assert _adam_count(new_state.g_opt_state) == 1
 
 
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_ema_tracks_generator_params():
     state = _initial_state()  # ema_decay 0.5
     new_state, _ = _train_step()(state, _batch(), _key(2))
@@ -148,6 +153,7 @@ def test_ema_tracks_generator_params():
     assert float(jnp.max(jnp.abs(with_ema - without_ema))) > 0
 
 
+@pytest.mark.slow  # compiles a GAN or classifier train step: 5-15 s on 2 cores
 def test_fcgan_step_with_dropout_and_no_discriminator_batch_norm():
     state = _initial_state(kind="fcgan", ema_decay=0.0)
     assert state.d_batch_stats == {} and state.ema_g_params is None
