@@ -61,7 +61,12 @@ _SETTINGS = flags.DEFINE_list(
     "settings", list(SETTINGS), f"Data settings, of: {', '.join(SETTINGS)}."
 )
 _SEEDS = flags.DEFINE_list("seeds", ["0"], "config.train.seed of each run.")
-_EVAL_KIMG = flags.DEFINE_float("eval_kimg", 6.0, "Thousand images shown between evaluations.")
+_EVAL_KIMG = flags.DEFINE_float(
+    "eval_kimg",
+    6.0,
+    "Thousand images shown between evaluations; given again on a resumed run, the spacing from "
+    "its next checkpoint on.",
+)
 _MAX_KIMG = flags.DEFINE_float("max_kimg", 120.0, "Stop a run after this many thousand images.")
 _MAX_MINUTES = flags.DEFINE_float(
     "max_minutes", 60.0, "Stop a run once its training time passes this many minutes."
@@ -158,6 +163,14 @@ def train_run(config, workdir: pathlib.Path, entry: dict, save) -> None:
     epoch = epoch[0]
     seconds = entry.get("train_seconds", 0.0)
     every = entry.get("epochs_per_chunk")
+    if every and _EVAL_KIMG.present:
+        # A continuation may be scored at another spacing: --eval_kimg given again rules from
+        # the next checkpoint on; the points already scored stay as they are.
+        every = max(1, round(1000 * _EVAL_KIMG.value / entry["images_per_epoch"]))
+        if every != entry["epochs_per_chunk"]:
+            print(f"  scoring every {every} epochs from epoch {epoch} on (--eval_kimg)")
+            entry["epochs_per_chunk"] = every
+            save()
     if every and epoch and epoch % every == 0 and (not points or points[-1]["epoch"] < epoch):
         _score(config, workdir, entry, epoch, save)  # trained before a kill, not yet scored
     while True:

@@ -35,6 +35,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.model.d_norm = "batch"
     # Spectral normalisation of every weight of D (needs d_norm layer or none).
     config.model.spectral_norm = False
+    # Group size of D's minibatch standard deviation channel (Karras et al. 2018; dcgan only);
+    # 0 leaves it out, as the reports did.
+    config.model.minibatch_std = 0
     config.model.embed_dim = 50
     # Fully-connected variant (fcgan.py): hidden widths, Keras BatchNorm momentum, D dropout.
     config.model.g_features = (256, 512, 1024, 2048)

@@ -329,6 +329,66 @@ def test_unknown_conditioning_is_refused():
         gan.make_gan(config, image_size=32, num_classes=2)
 
 
+# The minibatch standard deviation channel (model.minibatch_std).
+
+
+def _minibatch_stddev_reference(x: np.ndarray, group: int) -> np.ndarray:
+    """Karras et al.'s channel written out in NumPy: consecutive groups of `group` images."""
+    channel = np.empty(x.shape[:3] + (1,), np.float64)
+    for start in range(0, x.shape[0], group):
+        members = x[start : start + group].astype(np.float64)
+        channel[start : start + group] = np.sqrt(members.var(axis=0) + 1e-8).mean()
+    return np.concatenate([x, channel], axis=-1)
+
+
+@pytest.mark.parametrize(("batch", "group_size", "group"), [(8, 4, 4), (6, 4, 3), (7, 4, 1)])
+def test_minibatch_stddev_is_the_groups_mean_feature_spread(batch, group_size, group):
+    x = np.random.default_rng(0).normal(size=(batch, 4, 4, 3)).astype(np.float32)
+    x[: min(group, batch)] *= 3.0  # the first group spreads more: its channel must be larger
+    got = np.asarray(gan.minibatch_stddev(jnp.asarray(x), group_size))
+    np.testing.assert_allclose(got, _minibatch_stddev_reference(x, group), rtol=1e-5, atol=1e-6)
+    if group > 1:
+        assert got[0, 0, 0, -1] > got[-1, 0, 0, -1]
+
+
+def test_minibatch_std_makes_each_logit_see_its_group_only():
+    """With the channel, changing image 1 moves image 0's logit (same group) and not image 4's
+    (the next group); without it, D scores every image by itself (d_norm none)."""
+    images = jax.random.uniform(_key(1), (8, 32, 32, 1), minval=-1.0, maxval=1.0)
+    labels = jnp.zeros(8, jnp.int32)
+    changed = images.at[1].set(-images[1])
+    moved = {}
+    for group in (0, 4):
+        config = _tiny_model_config()
+        config.d_norm = "none"
+        config.minibatch_std = group
+        _, discriminator = gan.make_gan(config, image_size=32, num_classes=2)
+        variables = discriminator.init(_key(0), images, labels, train=False)
+        before = discriminator.apply(variables, images, labels, train=False).logits
+        after = discriminator.apply(variables, changed, labels, train=False).logits
+        moved[group] = np.abs(np.asarray(after - before))
+    assert moved[0][0] == 0 and moved[0][4] == 0
+    assert moved[4][0] > 0 and moved[4][4] == 0  # exactly: other groups do not enter
+
+
+@pytest.mark.parametrize(
+    ("kind", "group", "message"),
+    [
+        ("dcgan", -1, r"--config.model.minibatch_std=-1 must be a whole number of images, at "
+         r"least 0 \(0 leaves the channel out; StyleGAN uses 4\)"),
+        ("sngan", 4, r"--config.model.minibatch_std=4 is built for --config.model.kind=dcgan "
+         r"only, not sngan: .* set --config.model.minibatch_std=0\."),
+        ("fcgan", 4, r"--config.model.minibatch_std=4 is built for --config.model.kind=dcgan "
+         r"only, not fcgan"),
+    ],
+)  # fmt: skip
+def test_a_minibatch_std_the_discriminator_cannot_take_is_refused(kind, group, message):
+    config = _sngan_model_config() if kind == "sngan" else _tiny_model_config(kind=kind)
+    config.minibatch_std = group
+    with pytest.raises(ValueError, match=message):
+        gan.check_model_options(config)
+
+
 # The SN-ResNet cGAN (kind "sngan").
 
 

@@ -50,6 +50,16 @@ Discriminator options for small sets (config.model):
                  state and its checkpoints. It needs d_norm "layer" or "none": BatchNorm after a
                  normalised layer multiplies its output by the batch's 1/std, which undoes the
                  Lipschitz bound spectral normalisation is there for.
+  minibatch_std  the group size of a minibatch standard deviation channel before D's last
+                 layer (Karras et al. 2018, kept in StyleGAN and StyleGAN2 with groups of 4);
+                 0, the default, leaves it out. Per group of that many consecutive images of a
+                 batch, the standard deviation of each 4x4 feature over the group, averaged to one
+                 number, joins each image of the group as a constant channel, so that D can tell
+                 a batch of near-copies from a varied one and a collapsed G is penalised. A batch
+                 the group does not divide (a partial last batch) is grouped by the largest
+                 divisor of its size below the group size. Groups are consecutive images, so on
+                 several devices the groups, and D's outputs, are those of one device as long as
+                 each device's share is a multiple of the group. DC discriminator only.
 
 SN-ResNet cGAN (kind "sngan"; Miyato et al. 2018, Miyato & Koyama 2018, the residual blocks
 of BigGAN, Brock et al. 2019, without attention or hierarchical z). The reports' DC-cGAN did not
@@ -215,6 +225,25 @@ def _dcgan_batch_norm(
     )
 
 
+def minibatch_stddev(x: jax.Array, group_size: int) -> jax.Array:
+    """x [B, H, W, C] with one more channel: its group's mean feature standard deviation.
+
+    Karras et al. 2018 (module docstring, "minibatch_std"): the images of a batch fall into groups
+    of `group_size` consecutive images (the largest divisor of B up to it, if it does not divide
+    B); within a group, the standard deviation of every feature over the group's images (plus
+    1e-8 under the square root, StyleGAN's), averaged over H, W and C, is one number, broadcast to
+    an [H, W, 1] channel of each image of the group. Computed in at least float32.
+    """
+    batch = x.shape[0]
+    group = max(d for d in range(1, min(group_size, batch) + 1) if batch % d == 0)
+    grouped = _at_least_float32(x).reshape(batch // group, group, *x.shape[1:])
+    spread = jnp.mean(jnp.sqrt(jnp.var(grouped, axis=1) + 1e-8), axis=(1, 2, 3))
+    channel = jnp.broadcast_to(
+        jnp.repeat(spread, group)[:, None, None, None], (*x.shape[:3], 1)
+    )
+    return jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
+
+
 def _check_conditioning(conditioning: str) -> None:
     if conditioning not in CONDITIONINGS:
         raise ValueError(
@@ -286,6 +315,18 @@ def check_model_options(model_config: ml_collections.ConfigDict) -> None:
         )
     _check_conditioning(model_config.conditioning)
     d_norm = model_config.get("d_norm", "batch")
+    group = model_config.get("minibatch_std", 0)
+    if not isinstance(group, int) or group < 0:
+        raise ValueError(
+            f"--config.model.minibatch_std={group!r} must be a whole number of images, at least 0 "
+            "(0 leaves the channel out; StyleGAN uses 4)"
+        )
+    if group and kind != "dcgan":
+        raise ValueError(
+            f"--config.model.minibatch_std={group} is built for --config.model.kind=dcgan only, "
+            f"not {kind}: its channel joins the DC discriminator's last 4x4 feature map, which "
+            "the fcgan and sngan discriminators do not have; set --config.model.minibatch_std=0."
+        )
     if kind == "dcgan":
         check_discriminator_options(d_norm, bool(model_config.get("spectral_norm", False)))
     elif kind == "fcgan":
@@ -414,6 +455,7 @@ class DCDiscriminator(nn.Module):
     bn_momentum: float = 0.9
     d_norm: str = "batch"
     spectral_norm: bool = False
+    minibatch_std: int = 0  # group size of the minibatch standard deviation channel; 0: none
     axis_name: str | None = None
     dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
@@ -434,6 +476,9 @@ class DCDiscriminator(nn.Module):
                     epsilon=_TORCH_BN_EPSILON, reduction_axes=(1, 2, 3), dtype=self.dtype
                 )(x)
             x = nn.leaky_relu(x, _LEAKY_SLOPE)
+        features = jnp.mean(_at_least_float32(x), axis=(1, 2))
+        if self.minibatch_std:
+            x = minibatch_stddev(x, self.minibatch_std)
         last = nn.Conv(
             1,
             (4, 4),
@@ -444,7 +489,6 @@ class DCDiscriminator(nn.Module):
         )
         # The losses, and the projection or ACGAN head, run in (at least) float32.
         logits = _at_least_float32(weighted(last, x).reshape(x.shape[0]))
-        features = jnp.mean(_at_least_float32(x), axis=(1, 2))
         return _heads(logits, features, labels, self.num_classes, self.conditioning, weighted)
 
 
@@ -764,6 +808,7 @@ def make_gan(
             bn_momentum=model_config.bn_momentum,
             d_norm=model_config.get("d_norm", "batch"),
             spectral_norm=bool(model_config.get("spectral_norm", False)),
+            minibatch_std=model_config.get("minibatch_std", 0),
             dtype=dtype,
         )
     elif kind == "fcgan":
