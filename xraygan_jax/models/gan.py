@@ -238,9 +238,7 @@ def minibatch_stddev(x: jax.Array, group_size: int) -> jax.Array:
     group = max(d for d in range(1, min(group_size, batch) + 1) if batch % d == 0)
     grouped = _at_least_float32(x).reshape(batch // group, group, *x.shape[1:])
     spread = jnp.mean(jnp.sqrt(jnp.var(grouped, axis=1) + 1e-8), axis=(1, 2, 3))
-    channel = jnp.broadcast_to(
-        jnp.repeat(spread, group)[:, None, None, None], (*x.shape[:3], 1)
-    )
+    channel = jnp.broadcast_to(jnp.repeat(spread, group)[:, None, None, None], (*x.shape[:3], 1))
     return jnp.concatenate([x, channel.astype(x.dtype)], axis=-1)
 
 
@@ -248,6 +246,20 @@ def _check_conditioning(conditioning: str) -> None:
     if conditioning not in CONDITIONINGS:
         raise ValueError(
             f"conditioning {conditioning!r} is unknown; use one of: {', '.join(CONDITIONINGS)}"
+        )
+
+
+def _check_minibatch_std(group: int, kind: str) -> None:
+    if not isinstance(group, int) or group < 0:
+        raise ValueError(
+            f"--config.model.minibatch_std={group!r} must be a whole number of images, at least 0 "
+            "(0 leaves the channel out; StyleGAN uses 4)"
+        )
+    if group and kind != "dcgan":
+        raise ValueError(
+            f"--config.model.minibatch_std={group} is built for --config.model.kind=dcgan only, "
+            f"not {kind}: its channel joins the DC discriminator's last 4x4 feature map, which "
+            "the fcgan and sngan discriminators do not have; set --config.model.minibatch_std=0."
         )
 
 
@@ -305,8 +317,9 @@ def check_model_options(model_config: ml_collections.ConfigDict) -> None:
 
     Raises:
         ValueError: an unknown kind or conditioning, an unknown d_norm, spectral norm with
-            dcgan's BatchNorm, a conditioning or d_norm sngan cannot use (the message names
-            the flags and says why).
+            dcgan's BatchNorm, a conditioning or d_norm sngan cannot use, a negative
+            minibatch_std or one for a kind other than dcgan (the message names the flags and
+            says why).
     """
     kind = model_config.kind
     if kind not in KINDS:
@@ -315,18 +328,7 @@ def check_model_options(model_config: ml_collections.ConfigDict) -> None:
         )
     _check_conditioning(model_config.conditioning)
     d_norm = model_config.get("d_norm", "batch")
-    group = model_config.get("minibatch_std", 0)
-    if not isinstance(group, int) or group < 0:
-        raise ValueError(
-            f"--config.model.minibatch_std={group!r} must be a whole number of images, at least 0 "
-            "(0 leaves the channel out; StyleGAN uses 4)"
-        )
-    if group and kind != "dcgan":
-        raise ValueError(
-            f"--config.model.minibatch_std={group} is built for --config.model.kind=dcgan only, "
-            f"not {kind}: its channel joins the DC discriminator's last 4x4 feature map, which "
-            "the fcgan and sngan discriminators do not have; set --config.model.minibatch_std=0."
-        )
+    _check_minibatch_std(model_config.get("minibatch_std", 0), kind)
     if kind == "dcgan":
         check_discriminator_options(d_norm, bool(model_config.get("spectral_norm", False)))
     elif kind == "fcgan":
