@@ -43,15 +43,24 @@ def _isolate_the_cache() -> pathlib.Path:
     return session_cache
 
 
-def _share_compilations(session_cache: pathlib.Path) -> None:
-    """Points JAX's persistent compilation cache at the session cache, before JAX is imported.
+# Set by the first process of a session (pytest itself, or pytest-xdist's controller) and
+# inherited by the xdist workers and launchers it starts, so that all of them share one cache.
+_SHARED_COMPILATIONS = "XRAYGAN_TEST_COMPILATION_CACHE"
 
-    The tests train the same tiny networks many times, in this process and in the launchers it
-    starts (which inherit the environment); compiling dominates each run on the CPU, and the
-    cache compiles each program once per session. Cached executables are the ones XLA built,
-    so results are the same bit for bit.
+
+def _share_compilations(session_cache: pathlib.Path) -> None:
+    """Points JAX's persistent compilation cache at one folder per session, before JAX is imported.
+
+    The tests train the same tiny networks many times, in this process, in pytest-xdist's other
+    workers and in the launchers they start (which inherit the environment); compiling dominates
+    each run on the CPU, and the cache compiles each program once per session. Cached
+    executables are the ones XLA built, so results are the same bit for bit. The folder is the
+    first process's (the xdist controller's), which removes it when the session ends.
     """
-    os.environ["JAX_COMPILATION_CACHE_DIR"] = str(session_cache / "jax_compilation_cache")
+    shared = os.environ.setdefault(
+        _SHARED_COMPILATIONS, str(session_cache / "jax_compilation_cache")
+    )
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = shared
     os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
 
 
