@@ -35,6 +35,11 @@ DC-cGAN step is a cost, not a speed-up; the line below the table gives its step 
 DC-cGAN's.
 
     python -m experiments.benchmarks.gan_step --torch=false --rounds=2
+
+The DC-cGAN with G's output noise (`model.output_noise`) and with resize-convolution upsampling
+(`model.g_upsample=resize`, docs/models.md) have rows too, at the same width and step;
+`--output_noise_row=false` and `--resize_row=false` leave them out. The lines below the table
+give their step times against the plain DC-cGAN's.
 """
 
 import functools
@@ -65,6 +70,12 @@ _JAX_COMPUTE_DTYPES = flags.DEFINE_list(
     "config.train.compute_dtype values to time the JAX step with, each in its own process.",
 )
 _SNGAN = flags.DEFINE_bool("sngan", True, "Also time the SN-ResNet cGAN (configs/sngan.py).")
+_OUTPUT_NOISE = flags.DEFINE_bool(
+    "output_noise_row", True, "Also time the DC-cGAN with model.output_noise (same width)."
+)
+_RESIZE = flags.DEFINE_bool(
+    "resize_row", True, "Also time the DC-cGAN with model.g_upsample=resize (same width)."
+)
 _WIDTH = flags.DEFINE_integer(
     "width", 64, "ngf = ndf of the DC-cGAN (64: the reports'; 32: the main job's demo GAN)."
 )
@@ -75,14 +86,18 @@ _NO_REDUCE_FUSION = flags.DEFINE_bool(
 )
 SNGAN_NAME = "JAX sngan (SN-ResNet)"
 NO_REDUCE_NAME = "JAX, no reduce fusion"
+OUTPUT_NOISE_NAME = "JAX, output noise"
+RESIZE_NAME = "JAX, resize upsampling"
 
 NUM_CLASSES = 2
 
 
-def _dcgan_config(width: int):
-    """The reports' DC-cGAN config with ngf = ndf = width."""
+def _dcgan_config(width: int, output_noise: bool = False, g_upsample: str = "transposed"):
+    """The reports' DC-cGAN config with ngf = ndf = width (and G's options if asked)."""
     config = dcgan_config.get_config()
     config.model.ngf = config.model.ndf = width
+    config.model.output_noise = output_noise
+    config.model.g_upsample = g_upsample
     return config
 
 
@@ -282,11 +297,12 @@ def _jax_runner(
     width: int,
     compute_dtype: str = "float32",
     reduce_fusion: bool = True,
+    output_noise: bool = False,
+    g_upsample: str = "transposed",
 ):
     """Builds the JAX step in this process: a function running one step."""
-    _, _, run_step = _jax_side(
-        _dcgan_config(width), batch_size, image_size, compute_dtype, reduce_fusion
-    )
+    config = _dcgan_config(width, output_noise, g_upsample)
+    _, _, run_step = _jax_side(config, batch_size, image_size, compute_dtype, reduce_fusion)
     return run_step
 
 
@@ -365,6 +381,12 @@ def main(argv):
     if _NO_REDUCE_FUSION.value:
         args = (batch_size, image_size, width, "float32", False)
         factories[NO_REDUCE_NAME] = (_jax_runner, args)
+    if _OUTPUT_NOISE.value:
+        args = (batch_size, image_size, width, "float32", True, True)
+        factories[OUTPUT_NOISE_NAME] = (_jax_runner, args)
+    if _RESIZE.value:
+        args = (batch_size, image_size, width, "float32", True, False, "resize")
+        factories[RESIZE_NAME] = (_jax_runner, args)
     if _SNGAN.value:
         factories[SNGAN_NAME] = (_sngan_runner, (batch_size, image_size))
     if torch_weights is not None:
@@ -409,6 +431,16 @@ def main(argv):
             f"{sngan.train.diffaugment!r}) against the DC-cGAN: {1000 * seconds:.0f} against "
             f"{1000 * float32:.0f} ms/step, {seconds / float32:.2f}x its time"
         )
+    for name, option in (
+        (OUTPUT_NOISE_NAME, "model.output_noise"),
+        (RESIZE_NAME, "model.g_upsample=resize"),
+    ):
+        if name in medians and float32:
+            seconds = medians[name]
+            print(
+                f"{option} against the DC-cGAN: {1000 * seconds:.0f} against "
+                f"{1000 * float32:.0f} ms/step, {seconds / float32:.2f}x its time"
+            )
     for compute_dtype in _JAX_COMPUTE_DTYPES.value:
         if compute_dtype != "float32" and float32:
             seconds = medians[_jax_name(compute_dtype)]

@@ -38,6 +38,13 @@ def get_config() -> ml_collections.ConfigDict:
     # Group size of D's minibatch standard deviation channel (Karras et al. 2018; dcgan only);
     # 0 leaves it out, as the reports did.
     config.model.minibatch_std = 0
+    # Per-pixel noise added at G's output with a learned filter and per-pixel scale (dcgan
+    # only): the film's grain, which Inception features weigh heavily (docs/models.md).
+    config.model.output_noise = False
+    # How the DC generator doubles its resolution: "transposed" (the reports' 4x4 stride-2
+    # transposed convolutions) or "resize" (nearest-neighbour 2x, then a 3x3 convolution:
+    # Odena et al. 2016, no checkerboard). dcgan only (docs/models.md).
+    config.model.g_upsample = "transposed"
     config.model.embed_dim = 50
     # Fully-connected variant (fcgan.py): hidden widths, Keras BatchNorm momentum, D dropout.
     config.model.g_features = (256, 512, 1024, 2048)

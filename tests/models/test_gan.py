@@ -389,6 +389,118 @@ def test_a_minibatch_std_the_discriminator_cannot_take_is_refused(kind, group, m
         gan.check_model_options(config)
 
 
+# The output noise of the DC generator (model.output_noise).
+
+
+def _noisy_generator():
+    config = _tiny_model_config()
+    config.output_noise = True
+    generator, _ = gan.make_gan(config, image_size=32, num_classes=2)
+    z = jax.random.normal(_key(0), (4, config.nz))
+    labels = jnp.array([0, 1, 0, 1])
+    return generator, generator.init(_key(1), z, labels, train=False), z, labels
+
+
+def test_latent_noise_is_a_function_of_each_images_own_latent():
+    z = jax.random.normal(_key(0), (6, 100))
+    noise = np.asarray(gan.latent_noise(z, (16, 16, 1)))
+    assert noise.shape == (6, 16, 16, 1)
+    # The same latent gives the same noise in any batch; another latent other noise.
+    np.testing.assert_array_equal(noise[2:4], np.asarray(gan.latent_noise(z[2:4], (16, 16, 1))))
+    assert not np.allclose(noise[0], noise[1])
+    # Standard normal: 1,536 draws, mean within 0.1 and standard deviation within 0.1 of 0 and 1.
+    assert abs(noise.mean()) < 0.1 and abs(noise.std() - 1.0) < 0.1
+
+
+def test_output_noise_changes_each_image_by_its_own_noise_only():
+    """G with output noise is still a function of (z, label): a batch's images are those of
+    each latent alone; the noise's learned offset moves the images, so G does add it."""
+    generator, variables, z, labels = _noisy_generator()
+    whole = generator.apply(variables, z, labels, train=False)
+    alone = generator.apply(variables, z[1:2], labels[1:2], train=False)
+    np.testing.assert_allclose(np.asarray(whole[1:2]), np.asarray(alone), atol=1e-6)
+    assert float(jnp.min(whole)) >= -1.0 and float(jnp.max(whole)) <= 1.0
+    louder = jax.tree.map(lambda x: x, variables)  # a copy of the dicts, leaves shared
+    louder["params"]["output_noise"]["offset"] = jnp.asarray(1.0)
+    changed = generator.apply(louder, z, labels, train=False)
+    assert float(jnp.max(jnp.abs(changed - whole))) > 0.05
+
+
+def test_output_noise_adds_two_parameters_and_one_output_channel():
+    generator, variables, _, _ = _noisy_generator()
+    config = _tiny_model_config()
+    plain, _ = gan.make_gan(config, image_size=32, num_classes=2)
+    plain_variables = _abstract_variables(plain, jnp.zeros((2, config.nz)), jnp.zeros(2, jnp.int32))
+    last_layer_channels = 4 * 4 * config.ngf  # the 4x4 up-convolution's kernel per output channel
+    assert _count(variables["params"]) - _count(plain_variables["params"]) == (
+        last_layer_channels + 3 * 3 + 1
+    )
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "message"),
+    [
+        ("sngan", True, r"--config.model.output_noise=True is built for --config.model.kind="
+         r"dcgan only, not sngan: .* set --config.model.output_noise=False\."),
+        ("fcgan", True, r"--config.model.output_noise=True is built for --config.model.kind="
+         r"dcgan only, not fcgan"),
+    ],
+)  # fmt: skip
+def test_an_output_noise_the_generator_cannot_take_is_refused(kind, value, message):
+    config = _sngan_model_config() if kind == "sngan" else _tiny_model_config(kind=kind)
+    config.output_noise = value
+    with pytest.raises(ValueError, match=message):
+        gan.check_model_options(config)
+
+
+# The DC generator's upsampling (model.g_upsample).
+
+
+def test_resize_upsampling_is_nearest_neighbour_then_a_3x3_convolution():
+    """With g_upsample=resize every up layer is a 3x3 kernel (C_in, C_out) where the transposed
+    form has a 4x4 one, and a constant feature map stays constant away from the border: there
+    is no stride-2 overlap to leave a checkerboard."""
+    config = _tiny_model_config()
+    config.g_upsample = "resize"
+    generator, _ = gan.make_gan(config, image_size=32, num_classes=2)
+    z, labels = jnp.zeros((2, config.nz)), jnp.zeros(2, jnp.int32)
+    shapes = {
+        k: v.shape for k, v in _flat(_abstract_variables(generator, z, labels)["params"]).items()
+    }
+    up_kernels = sorted(shape for name, shape in shapes.items() if name.startswith("Conv_"))
+    assert up_kernels == [(3, 3, 8, 1), (3, 3, 16, 8), (3, 3, 32, 16)]
+    assert not any(name.startswith("UpConv2x") for name in shapes)
+    images = generator.apply(
+        generator.init(_key(0), z, labels, train=False), z, labels, train=False
+    )
+    assert images.shape == (2, 32, 32, 1)
+    # The building block itself: constant in, constant out (interior), unlike the 4x4 stride-2
+    # transposed convolution of the same input.
+    constant = jnp.ones((1, 8, 8, 4))
+    conv = flax.linen.Conv(3, (3, 3), padding="SAME", use_bias=False)
+    resized = conv.apply(conv.init(_key(1), constant), gan._upsample_nearest(constant))
+    interior = np.asarray(resized[0, 1:-1, 1:-1])
+    np.testing.assert_allclose(interior, np.broadcast_to(interior[0, 0], interior.shape), rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("kind", "value", "message"),
+    [
+        ("dcgan", "bilinear", r"--config.model.g_upsample='bilinear' is unknown; use one of: "
+         r"transposed, resize"),
+        ("sngan", "resize", r"--config.model.g_upsample=resize is built for --config.model.kind="
+         r"dcgan only, not sngan: .* set --config.model.g_upsample=transposed\."),
+        ("fcgan", "resize", r"--config.model.g_upsample=resize is built for --config.model.kind="
+         r"dcgan only, not fcgan"),
+    ],
+)  # fmt: skip
+def test_an_upsampling_the_generator_cannot_take_is_refused(kind, value, message):
+    config = _sngan_model_config() if kind == "sngan" else _tiny_model_config(kind=kind)
+    config.g_upsample = value
+    with pytest.raises(ValueError, match=message):
+        gan.check_model_options(config)
+
+
 # The SN-ResNet cGAN (kind "sngan").
 
 

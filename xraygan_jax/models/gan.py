@@ -61,6 +61,27 @@ Discriminator options for small sets (config.model):
                  several devices the groups, and D's outputs, are those of one device as long as
                  each device's share is a multiple of the group. DC discriminator only.
 
+Generator options (config.model):
+  g_upsample     how the DC generator doubles its resolution: "transposed" (the reports' 4x4
+                 stride-2 transposed convolutions, the default) or "resize" (nearest-neighbour
+                 2x upsampling, then a stride-1 3x3 convolution without bias, DCGAN
+                 initialisation: the resize-convolution of Odena et al. 2016, which cannot
+                 leave the checkerboard pattern a stride-2 transposed convolution leaves where
+                 its taps overlap unevenly). It costs 9 multiply-adds per input channel and
+                 output pixel against the transposed convolution's 4. DC generator only.
+  output_noise   per-pixel noise at the DC generator's output, the way StyleGAN's noise inputs
+                 add stochastic detail (Karras et al. 2019), for the film's grain: the last
+                 up-convolution gives a second channel, the noise's per-pixel log-scale, and G
+                 returns tanh(content + softplus(log_scale + offset) * filter * noise), with
+                 white noise filtered by a learned 3x3 kernel (initially the identity) and a
+                 learned offset (initially -3.5: about 0.03, a few grey levels). Inception
+                 features weigh pixel-scale texture heavily at these sizes (docs/models.md): a
+                 generator that has to make grain from its up-convolutions makes it of the
+                 wrong kind. The noise of each image is drawn from a key made of the bits of
+                 its own latent vector (`latent_noise`), so G stays a function of (z, label):
+                 sampling, FID, several devices and exact resume need no key of their own.
+                 DC generator only.
+
 SN-ResNet cGAN (kind "sngan"; Miyato et al. 2018, Miyato & Koyama 2018, the residual blocks
 of BigGAN, Brock et al. 2019, without attention or hierarchical z). The reports' DC-cGAN did not
 learn the phantom set within a CPU budget (docs/models.md); this is the published design that
@@ -137,10 +158,13 @@ SUPPORTED_IMAGE_SIZES = (32, 64, 128)  # the dcgan and sngan architectures; fcga
 KINDS = ("dcgan", "fcgan", "sngan")
 CONDITIONINGS = ("plane", "projection", "acgan")
 D_NORMS = ("batch", "layer", "none")
+G_UPSAMPLES = ("transposed", "resize")  # the DC generator's (model.g_upsample)
 # config.train.compute_dtype -> the modules' `dtype`. "float32" casts nothing: the modules follow
 # their float32 parameters and inputs, exactly as before mixed precision existed.
 COMPUTE_DTYPES = {"float32": None, "bfloat16": jnp.bfloat16}
 
+# softplus(-3.5) = 0.03: the output noise starts at a few grey levels, the phantom's scale.
+NOISE_OFFSET_INIT = -3.5
 # PyTorch BatchNorm2d's epsilon; Keras BatchNormalization's.
 _TORCH_BN_EPSILON = 1e-5
 _KERAS_BN_EPSILON = 1e-3
@@ -263,6 +287,30 @@ def _check_minibatch_std(group: int, kind: str) -> None:
         )
 
 
+def _check_g_upsample(upsample: str, kind: str) -> None:
+    if upsample not in G_UPSAMPLES:
+        raise ValueError(
+            f"--config.model.g_upsample={upsample!r} is unknown; use one of: "
+            f"{', '.join(G_UPSAMPLES)}"
+        )
+    if upsample != "transposed" and kind != "dcgan":
+        raise ValueError(
+            f"--config.model.g_upsample={upsample} is built for --config.model.kind=dcgan only, "
+            f"not {kind}: the {kind} generator has its own upsampling; set "
+            "--config.model.g_upsample=transposed."
+        )
+
+
+def _check_output_noise(output_noise: bool, kind: str) -> None:
+    if output_noise and kind != "dcgan":
+        raise ValueError(
+            f"--config.model.output_noise=True is built for --config.model.kind=dcgan only, not "
+            f"{kind}: its noise scale is a second channel of the DC generator's last "
+            "up-convolution, which the fcgan and sngan generators do not have; set "
+            "--config.model.output_noise=False."
+        )
+
+
 def _check_d_norm(d_norm: str) -> None:
     if d_norm not in D_NORMS:
         raise ValueError(
@@ -329,6 +377,8 @@ def check_model_options(model_config: ml_collections.ConfigDict) -> None:
     _check_conditioning(model_config.conditioning)
     d_norm = model_config.get("d_norm", "batch")
     _check_minibatch_std(model_config.get("minibatch_std", 0), kind)
+    _check_output_noise(model_config.get("output_noise", False), kind)
+    _check_g_upsample(model_config.get("g_upsample", "transposed"), kind)
     if kind == "dcgan":
         check_discriminator_options(d_norm, bool(model_config.get("spectral_norm", False)))
     elif kind == "fcgan":
@@ -410,6 +460,41 @@ def _heads(
     return DOutput(logits)
 
 
+def latent_noise(z: jax.Array, shape: Sequence[int]) -> jax.Array:
+    """Standard normal noise [B, *shape] in float32, each image's drawn from a key made of the
+    bits of its own latent vector (its first and last entries).
+
+    G stays a function of (z, label): the same z gives the same noise on every device, batch
+    split and resumed run, and a fresh z fresh noise (module docstring, "output_noise").
+    """
+    ends = jnp.stack([z[:, 0], z[:, -1]], axis=-1).astype(jnp.float32)
+    keys = jax.random.wrap_key_data(
+        jax.lax.bitcast_convert_type(ends, jnp.uint32), impl="threefry2x32"
+    )
+    return jax.vmap(lambda key: jax.random.normal(key, tuple(shape), jnp.float32))(keys)
+
+
+class OutputNoise(nn.Module):
+    """The film's noise for G's output: (z [B, nz], log_scale [B, S, S, 1]) -> [B, S, S, 1].
+
+    White noise from z's bits (`latent_noise`), filtered by a learned 3x3 kernel (initially the
+    identity), times softplus(log_scale + offset) per pixel, with a learned offset starting at
+    NOISE_OFFSET_INIT (an amplitude of about 0.03, a few grey levels).
+    """
+
+    @nn.compact
+    def __call__(self, z: jax.Array, log_scale: jax.Array) -> jax.Array:
+        noise = latent_noise(z, log_scale.shape[1:])
+        kernel = self.param(
+            "filter", lambda key, shape: jnp.zeros(shape).at[1, 1, 0, 0].set(1.0), (3, 3, 1, 1)
+        )
+        noise = jax.lax.conv_general_dilated(
+            noise, kernel, (1, 1), "SAME", dimension_numbers=("NHWC", "HWIO", "NHWC")
+        )
+        offset = self.param("offset", nn.initializers.constant(NOISE_OFFSET_INIT), ())
+        return jax.nn.softplus(log_scale + offset) * noise
+
+
 class DCGenerator(nn.Module):
     """DCGAN-tutorial generator conditioned on the label: (z [B, nz], labels [B]) -> [B,S,S,1]."""
 
@@ -418,6 +503,8 @@ class DCGenerator(nn.Module):
     ngf: int = 64
     embed_dim: int = 50
     bn_momentum: float = 0.9
+    output_noise: bool = False  # per-pixel noise at the output (module docstring)
+    upsample: str = "transposed"  # or "resize" (module docstring)
     axis_name: str | None = None
     dtype: Any = None  # activations and convolutions; None: the inputs' (module docstring)
 
@@ -441,10 +528,29 @@ class DCGenerator(nn.Module):
             name="project",
         )(x)
         x = nn.relu(batch_norm(x.reshape(x.shape[0], 4, 4, width)))
+
+        def up(features: int, h: jax.Array) -> jax.Array:
+            if self.upsample == "transposed":
+                return layers.UpConv2x(features, dtype=self.dtype)(h)
+            conv = nn.Conv(
+                features,
+                (3, 3),
+                padding="SAME",
+                use_bias=False,
+                kernel_init=layers.dcgan_kernel_init,
+                dtype=self.dtype,
+            )
+            return conv(_upsample_nearest(h))
+
         for _ in range(num_up - 1):
             width //= 2
-            x = nn.relu(batch_norm(layers.UpConv2x(width, dtype=self.dtype)(x)))
-        return jnp.tanh(_at_least_float32(layers.UpConv2x(1, dtype=self.dtype)(x)))
+            x = nn.relu(batch_norm(up(width, x)))
+        if not self.output_noise:
+            return jnp.tanh(_at_least_float32(up(1, x)))
+        # A second output channel is the per-pixel log-scale of the film's noise (module
+        # docstring, "output_noise").
+        content, log_scale = jnp.split(_at_least_float32(up(2, x)), 2, axis=-1)
+        return jnp.tanh(content + OutputNoise(name="output_noise")(z, log_scale))
 
 
 class DCDiscriminator(nn.Module):
@@ -800,6 +906,8 @@ def make_gan(
             ngf=model_config.ngf,
             embed_dim=model_config.embed_dim,
             bn_momentum=model_config.bn_momentum,
+            output_noise=bool(model_config.get("output_noise", False)),
+            upsample=model_config.get("g_upsample", "transposed"),
             dtype=dtype,
         )
         discriminator = DCDiscriminator(
