@@ -371,24 +371,6 @@ def test_minibatch_std_makes_each_logit_see_its_group_only():
     assert moved[4][0] > 0 and moved[4][4] == 0  # exactly: other groups do not enter
 
 
-@pytest.mark.parametrize(
-    ("kind", "group", "message"),
-    [
-        ("dcgan", -1, r"--config.model.minibatch_std=-1 must be a whole number of images, at "
-         r"least 0 \(0 leaves the channel out; StyleGAN uses 4\)"),
-        ("sngan", 4, r"--config.model.minibatch_std=4 is built for --config.model.kind=dcgan "
-         r"only, not sngan: .* set --config.model.minibatch_std=0\."),
-        ("fcgan", 4, r"--config.model.minibatch_std=4 is built for --config.model.kind=dcgan "
-         r"only, not fcgan"),
-    ],
-)  # fmt: skip
-def test_a_minibatch_std_the_discriminator_cannot_take_is_refused(kind, group, message):
-    config = _sngan_model_config() if kind == "sngan" else _tiny_model_config(kind=kind)
-    config.minibatch_std = group
-    with pytest.raises(ValueError, match=message):
-        gan.check_model_options(config)
-
-
 # The output noise of the DC generator (model.output_noise).
 
 
@@ -437,22 +419,6 @@ def test_output_noise_adds_two_parameters_and_one_output_channel():
     )
 
 
-@pytest.mark.parametrize(
-    ("kind", "value", "message"),
-    [
-        ("sngan", True, r"--config.model.output_noise=True is built for --config.model.kind="
-         r"dcgan only, not sngan: .* set --config.model.output_noise=False\."),
-        ("fcgan", True, r"--config.model.output_noise=True is built for --config.model.kind="
-         r"dcgan only, not fcgan"),
-    ],
-)  # fmt: skip
-def test_an_output_noise_the_generator_cannot_take_is_refused(kind, value, message):
-    config = _sngan_model_config() if kind == "sngan" else _tiny_model_config(kind=kind)
-    config.output_noise = value
-    with pytest.raises(ValueError, match=message):
-        gan.check_model_options(config)
-
-
 # The DC generator's upsampling (model.g_upsample).
 
 
@@ -483,20 +449,34 @@ def test_resize_upsampling_is_nearest_neighbour_then_a_3x3_convolution():
     np.testing.assert_allclose(interior, np.broadcast_to(interior[0, 0], interior.shape), rtol=1e-5)
 
 
+# The DC-only options, refused with a message naming the flag.
+
+
 @pytest.mark.parametrize(
-    ("kind", "value", "message"),
+    ("kind", "key", "value", "message"),
     [
-        ("dcgan", "bilinear", r"--config.model.g_upsample='bilinear' is unknown; use one of: "
-         r"transposed, resize"),
-        ("sngan", "resize", r"--config.model.g_upsample=resize is built for --config.model.kind="
-         r"dcgan only, not sngan: .* set --config.model.g_upsample=transposed\."),
-        ("fcgan", "resize", r"--config.model.g_upsample=resize is built for --config.model.kind="
-         r"dcgan only, not fcgan"),
+        ("dcgan", "minibatch_std", -1, r"--config.model.minibatch_std=-1 must be a whole number "
+         r"of images, at least 0 \(0 leaves the channel out; StyleGAN uses 4\)"),
+        ("sngan", "minibatch_std", 4, r"--config.model.minibatch_std=4 is built for "
+         r"--config.model.kind=dcgan only, not sngan: .* set --config.model.minibatch_std=0\."),
+        ("fcgan", "minibatch_std", 4, r"--config.model.minibatch_std=4 is built for "
+         r"--config.model.kind=dcgan only, not fcgan"),
+        ("sngan", "output_noise", True, r"--config.model.output_noise=True is built for "
+         r"--config.model.kind=dcgan only, not sngan: .* set --config.model.output_noise=False\."),
+        ("fcgan", "output_noise", True, r"--config.model.output_noise=True is built for "
+         r"--config.model.kind=dcgan only, not fcgan"),
+        ("dcgan", "g_upsample", "bilinear", r"--config.model.g_upsample='bilinear' is unknown; "
+         r"use one of: transposed, resize"),
+        ("sngan", "g_upsample", "resize", r"--config.model.g_upsample=resize is built for "
+         r"--config.model.kind=dcgan only, not sngan: .* set --config.model.g_upsample="
+         r"transposed\."),
+        ("fcgan", "g_upsample", "resize", r"--config.model.g_upsample=resize is built for "
+         r"--config.model.kind=dcgan only, not fcgan"),
     ],
 )  # fmt: skip
-def test_an_upsampling_the_generator_cannot_take_is_refused(kind, value, message):
+def test_an_option_the_model_cannot_take_is_refused(kind, key, value, message):
     config = _sngan_model_config() if kind == "sngan" else _tiny_model_config(kind=kind)
-    config.g_upsample = value
+    config[key] = value
     with pytest.raises(ValueError, match=message):
         gan.check_model_options(config)
 
