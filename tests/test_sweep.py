@@ -140,14 +140,17 @@ def test_an_arms_sweep_compares_per_class_metrics_and_shows_samples_side_by_side
         "| rank (collapsed last) | arm | collapsed | mean FID gap to floor | kimg | train time | "
         "NORMAL FID |"
     )
-    assert "| NORMAL diversity |" in table[0] and len(table) == 4
+    assert "| NORMAL diversity (coarse) |" in table[0] and len(table) == 4
     # The rows in rank order, each arm once, its kimg and diversity shown.
     ranked = {row["arm"]: row for row in sweep.rank_points(rows)}
     for line, rank in zip(table[2:], (1, 2), strict=True):
         arm = next(name for name, row in ranked.items() if row["rank"] == rank)
         kimg = "0.096" if arm == "reports" else "0.048"
         assert line.startswith(f"| {rank} | {arm} | "), line
-        assert f" | {kimg} | " in line and f" | {ranked[arm]['NORMAL/diversity']:.3f} |" in line
+        spread = (
+            f"{ranked[arm]['NORMAL/diversity']:.3f} ({ranked[arm]['NORMAL/coarse_diversity']:.3f})"
+        )
+        assert f" | {kimg} | " in line and f" | {spread} |" in line
     # A bar per arm and class at the rows' FIDs; the samples table a grid per arm and class.
     (bars,) = plotted["arms_fid.png"]
     for name in ("NORMAL", "PNEUMONIA"):
@@ -197,9 +200,9 @@ def test_collapsed_points_rank_after_every_other_whatever_their_gap():
     assert "rank" not in rows[0]  # the input rows are left as they were
     table = sweep.arms_table(rows).splitlines()
     assert table[2].startswith("| 1 | near | no | 30.0 | 1 | 5s | 80.0 | 80.0 (50.0) |")
-    assert table[3].startswith("| 2 | old_covered | no | 40.0 |") and "| n/a |" in table[3]
+    assert table[3].startswith("| 2 | old_covered | no | 40.0 |") and "| n/a (n/a) |" in table[3]
     assert table[8].startswith("| 7 | template | **collapsed: NORMAL** | 10.0 |")
-    assert "| 0.50 / 0.00 | 0.100 | " in table[8]
+    assert "| 0.50 / 0.00 | 0.100 (n/a) | " in table[8]
     assert table[7].startswith("| 6 | old_collapsed | **collapsed: NORMAL, PNEUMONIA** | 5.0 |")
     assert "collapsed" in sweep.RANKING_NOTE and "ranked after" in sweep.RANKING_NOTE
 

@@ -162,16 +162,16 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
             ]
         lines += [
             "| class | epoch | N real | N generated | FID | FID at N/2 (matched) | floor at N/2 | "
-            "KID | KID floor | precision | recall | diversity | collapsed |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+            "KID | KID floor | precision | recall | diversity | coarse diversity | collapsed |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for r in shown:
-            score = r.get("diversity")
             lines.append(
                 f"| {r['class']} | {r['epoch']} | {r['num_real']} | {r['num_fake']} | "
                 f"{r['fid']:.1f} | {r['fid_matched']:.1f} | {r['fid_floor']:.1f} | "
                 f"{r['kid_mean']:.4f} | {r['kid_floor']:.4f} | {r['precision']:.3f} | "
-                f"{r['recall']:.3f} | {'n/a' if score is None else f'{score:.3f}'} | "
+                f"{r['recall']:.3f} | {diversity.format_score(r.get('diversity'))} | "
+                f"{diversity.format_score(r.get('coarse_diversity'))} | "
                 f"{'**yes**' if diversity.record_collapsed(r) else 'no'} |"
             )
         lines += [
@@ -180,7 +180,9 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
             f"`{evaluated[0]['resize']}`; G sampled with `{evaluated[0]['batch_stats']}` BatchNorm "
             "statistics. FIDs of different N are not comparable: read each against its floor. "
             "Diversity: the generated images' mean pairwise Inception-feature distance over the "
-            f"real images' (1: as varied, 0: all alike); {diversity.RULE}.",
+            "real images' (1: as varied, 0: all alike); coarse: the same for the images averaged "
+            f"down to {diversity.COARSE_SIZE} x {diversity.COARSE_SIZE} pixels, the films' layout "
+            f"without their grain; {diversity.RULE}.",
             "",
         ]
     return lines

@@ -278,6 +278,7 @@ _RECORD_FIELDS = (
     "precision",
     "recall",
     "diversity",
+    "coarse_diversity",
     "num_real",
 )
 
@@ -308,7 +309,11 @@ def collapsed_classes(row: dict) -> list[str]:
     return [
         name
         for name in row_classes(row)
-        if diversity.is_collapsed(row.get(f"{name}/recall"), row.get(f"{name}/diversity"))
+        if diversity.is_collapsed(
+            row.get(f"{name}/recall"),
+            row.get(f"{name}/diversity"),
+            row.get(f"{name}/coarse_diversity"),
+        )
     ]
 
 
@@ -357,7 +362,8 @@ def _format(value: Any, spec: str) -> str:
 def arms_table(rows: list[dict]) -> str:
     """A Markdown table of a sweep, ranked (`rank_points`, collapsed points last and marked): per
     point the gap to the floor, the images shown and the training time; per class FID (the
-    matched-size score and the floor), KID, precision and recall, and diversity."""
+    matched-size score and the floor), KID, precision and recall, and diversity (coarse
+    diversity in brackets)."""
     ranked = rank_points(rows)
     classes = sorted({name for row in ranked for name in row_classes(row)})
     header = ["rank (collapsed last)", "arm" if any(ARM in r for r in ranked) else "point"]
@@ -368,7 +374,7 @@ def arms_table(rows: list[dict]) -> str:
             f"{name} FID at floor size (floor)",
             f"{name} KID (floor)",
             f"{name} precision / recall",
-            f"{name} diversity",
+            f"{name} diversity (coarse)",
         ]
     gains = any("classifier_gain" in row for row in ranked)
     if gains:
@@ -389,7 +395,8 @@ def arms_table(rows: list[dict]) -> str:
                 f"{row[f'{name}/fid_matched']:.1f} ({row[f'{name}/fid_floor']:.1f})",
                 f"{row[f'{name}/kid_mean']:.3f} ({row[f'{name}/kid_floor']:.3f})",
                 f"{row[f'{name}/precision']:.2f} / {row[f'{name}/recall']:.2f}",
-                _format(row.get(f"{name}/diversity"), ".3f"),
+                f"{_format(row.get(f'{name}/diversity'), '.3f')} "
+                f"({_format(row.get(f'{name}/coarse_diversity'), '.3f')})",
             ]
         if gains:
             gain = row.get("classifier_gain")

@@ -82,7 +82,7 @@ _MARKDOWN = flags.DEFINE_bool(
 )
 
 # What the table and the plot show of each class's record.
-_COLUMNS = ("fid", "fid_floor", "kid_mean", "precision", "recall", "diversity")
+_COLUMNS = ("fid", "fid_floor", "kid_mean", "precision", "recall", "diversity", "coarse_diversity")
 
 
 def _data(setting: str) -> ml_collections.ConfigDict:

@@ -92,7 +92,8 @@ def test_the_tiny_run_collapses_and_is_warned_of_in_the_progress_lines_and_summa
     log = conditional_run.log
     summary = (workdir / "summary.md").read_text()
     for r in evaluated:
-        numbers = f"recall {r['recall']:.3f}, diversity {r['diversity']:.3f}"
+        numbers = diversity.describe(r)
+        assert numbers.endswith(f", coarse diversity {r['coarse_diversity']:.3f}")
         assert (
             f"[conditional] epoch 2 {r['class']}: FID {r['fid']:.2f} (floor {r['fid_floor']:.2f}; "
             in log
@@ -115,7 +116,7 @@ def test_features_as_spread_as_the_real_ones_are_not_called_collapsed(capsys):
     assert "WARNING" not in capsys.readouterr().err
     section = "\n".join(records.summary_section([record]))
     assert "WARNING" not in section and "| **yes** |" not in section
-    assert f"| {record['recall']:.3f} | {record['diversity']:.3f} | no |" in section
+    assert f"| {record['recall']:.3f} | {record['diversity']:.3f} | n/a | no |" in section
     # One image repeated: diversity exactly 0, recall 0, collapsed.
     template = {"class": "NORMAL", "epoch": 1, **gan_metrics.compare(real, fake[[0] * 40])}
     assert template["diversity"] == 0.0 and template["recall"] == 0.0
@@ -125,6 +126,18 @@ def test_features_as_spread_as_the_real_ones_are_not_called_collapsed(capsys):
     assert "[x] WARNING: NORMAL collapsed (epoch 1): recall 0.000, diversity 0.000" in (
         capsys.readouterr().err
     )
+
+
+def test_compare_measures_coarse_diversity_from_the_images_when_given():
+    rng = np.random.default_rng(0)
+    real, fake = rng.normal(size=(12, 16)), rng.normal(size=(12, 16))
+    real_images = rng.integers(0, 256, (12, 32, 32, 1)).astype(np.uint8)
+    one_layout = np.repeat(real_images[:1], 12, axis=0)
+    result = gan_metrics.compare(
+        real, fake, floor=False, real_images=real_images, fake_images=one_layout
+    )
+    assert result["coarse_diversity"] == 0.0 and result["diversity"] > 0.5
+    assert "coarse_diversity" not in gan_metrics.compare(real, fake, floor=False)
 
 
 def test_records_written_before_diversity_are_read_and_judged_by_recall(tmp_path):
@@ -148,7 +161,7 @@ def test_records_written_before_diversity_are_read_and_judged_by_recall(tmp_path
     assert summary.startswith("# GAN training run\n\n## NORMAL\n\n" + records.SUMMARY_BEGIN)
     assert "WARNING" not in summary  # recall 0.5 and 0.25: not collapsed
     assert "| PNEUMONIA | 20 | PNEUMONIA | running | 8 | 8 | 300.0 | 310.0 (50.0) |" in summary
-    assert "| 0.000 | 0.500 | n/a | no |" in summary
+    assert "| 0.000 | 0.500 | n/a | n/a | no |" in summary
     # The old record alone: recall 0, diversity not measured, collapsed by recall.
     run.eval_path.write_text(json.dumps(old) + "\n")
     drivers.update_summary(run)
@@ -172,12 +185,19 @@ def test_the_pipeline_report_warns_of_a_collapsed_checkpoint(evaluated_run, tmp_
                 f"**WARNING: {r['class']} collapsed (gan conditional, epoch 2): recall "
                 f"{r['recall']:.3f}, diversity {r['diversity']:.3f}" in text
             )
-            assert f"| {r['recall']:.3f} | {r['diversity']:.3f} | **yes** |" in text
+            spreads = f"{r['diversity']:.3f} | {r['coarse_diversity']:.3f}"
+            assert f"| {r['recall']:.3f} | {spreads} | **yes** |" in text
     # The same section from records as varied as the real ones, and from an older record: no
-    # warning, diversity n/a.
-    varied = [{**r, "recall": 0.4, "diversity": 0.95} for r in _read(workdir / "eval.jsonl")]
-    older = [{k: v for k, v in r.items() if k != "diversity"} for r in varied]
-    for evaluated, cell in ((varied, "| 0.400 | 0.950 | no |"), (older, "| 0.400 | n/a | no |")):
+    # warning, diversities n/a.
+    varied = [
+        {**r, "recall": 0.4, "diversity": 0.95, "coarse_diversity": 0.9}
+        for r in _read(workdir / "eval.jsonl")
+    ]
+    older = [{k: v for k, v in r.items() if "diversity" not in k} for r in varied]
+    for evaluated, cell in (
+        (varied, "| 0.400 | 0.950 | 0.900 | no |"),
+        (older, "| 0.400 | n/a | n/a | no |"),
+    ):
         (tmp_path / "fcgan" / "eval.jsonl").write_text(
             "".join(json.dumps(r) + "\n" for r in evaluated)
         )

@@ -1,4 +1,4 @@
-"""The metric sensitivity benchmark's perturbations (experiments/benchmarks/metric_sensitivity.py)."""
+"""The perturbations of experiments/benchmarks/metric_sensitivity.py."""
 
 import numpy as np
 import pytest

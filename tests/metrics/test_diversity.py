@@ -82,7 +82,7 @@ def test_a_collapse_warning_names_the_class_and_the_numbers():
     }
     assert diversity.collapse_warning(record) == (
         "NORMAL collapsed (gan conditional, epoch 2): recall 0.000, diversity 0.031 "
-        "(collapsed = recall < 0.01 and diversity < 0.25)"
+        "(collapsed = recall < 0.01 and the lower of diversity and coarse diversity < 0.25)"
     )
     varied = {**record, "class": "PNEUMONIA", "diversity": 0.8}
     assert diversity.collapse_warning(varied) is None
@@ -90,5 +90,67 @@ def test_a_collapse_warning_names_the_class_and_the_numbers():
     assert diversity.collapse_warnings([record, varied, old]) == [
         diversity.collapse_warning(record),
         "COVID collapsed (epoch 4): recall 0.000, diversity not measured "
-        "(collapsed = recall < 0.01 and diversity < 0.25)",
+        "(collapsed = recall < 0.01 and the lower of diversity and coarse diversity < 0.25)",
     ]
+    # A template plus grain: varied features, one layout. The coarse figure names the collapse.
+    grain = {**record, "diversity": 0.63, "coarse_diversity": 0.152}
+    assert diversity.collapse_warning(grain) == (
+        "NORMAL collapsed (gan conditional, epoch 2): recall 0.000, diversity 0.630, coarse "
+        "diversity 0.152 (collapsed = recall < 0.01 and the lower of diversity and coarse "
+        "diversity < 0.25)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("recall", "score", "coarse", "collapsed"),
+    [
+        (0.0, 0.63, 0.15, True),  # one layout plus grain: the main job's GAN at 3 minutes
+        (0.0, 0.63, 0.9, False),  # varied layouts, varied features: not collapsed
+        (0.0, 0.1, 0.9, True),  # bunched features: collapsed whatever the layout says
+        (0.3, 0.63, 0.15, False),  # some real images covered
+        (0.0, None, 0.15, True),  # feature diversity not measured: the coarse one alone
+        (None, None, None, False),
+        (0.0, 0.63, 0.25, False),  # the threshold is strict
+    ],
+)
+def test_the_collapse_rule_takes_the_lower_diversity(recall, score, coarse, collapsed):
+    assert diversity.is_collapsed(recall, score, coarse) is collapsed
+    record = {"recall": recall, "diversity": score, "coarse_diversity": coarse}
+    assert diversity.record_collapsed(record) is collapsed
+
+
+def _films(layouts: np.ndarray, grain: float, seed: int) -> np.ndarray:
+    """64 x 64 films: a bright square whose corner is each layout, plus white grain."""
+    rng = np.random.default_rng(seed)
+    images = np.full((len(layouts), 64, 64, 1), 40.0)
+    for image, (row, col) in zip(images, layouts, strict=True):
+        image[row : row + 24, col : col + 24] = 200.0
+    return images + grain * rng.normal(size=images.shape)
+
+
+def test_coarse_diversity_sees_one_layout_through_the_grain():
+    rng = np.random.default_rng(0)
+    real = _films(rng.integers(0, 40, (30, 2)), grain=10.0, seed=1)
+    varied = _films(rng.integers(0, 40, (30, 2)), grain=10.0, seed=2)
+    template = _films(np.repeat([[20, 20]], 30, axis=0), grain=40.0, seed=3)
+    assert diversity.coarse_diversity(real, varied) == pytest.approx(1.0, abs=0.15)
+    # Loud grain on one layout: far from alike at full resolution, near 0 at 16 x 16.
+    full = diversity.diversity(real.reshape(30, -1), template.reshape(30, -1))
+    coarse = diversity.coarse_diversity(real, template)
+    assert full > 0.5 and coarse < 0.25
+
+
+def test_coarse_images_average_blocks_or_resize():
+    images = np.arange(2 * 32 * 32, dtype=np.float64).reshape(2, 32, 32, 1)
+    blocks = diversity.coarse_images(images, size=16)
+    np.testing.assert_allclose(blocks[0, 0], images[0, :2, :2].mean())
+    assert blocks.shape == (2, 256)
+    assert diversity.coarse_images(np.zeros((2, 24, 24, 1)), size=16).shape == (2, 256)
+    assert diversity.coarse_images(np.zeros((2, 8, 8, 1)), size=16).shape == (2, 64)
+
+
+def test_bad_images_are_named():
+    with pytest.raises(ValueError, match=r"must be \[N, S, S, C\], got shape \(2, 8, 8\)"):
+        diversity.coarse_images(np.zeros((2, 8, 8)))
+    with pytest.raises(ValueError, match=r"differ in shape: \(8, 8, 1\) vs \(16, 16, 1\)"):
+        diversity.coarse_diversity(np.zeros((2, 8, 8, 1)), np.zeros((2, 16, 16, 1)))

@@ -171,7 +171,13 @@ def plot_fid_by_epoch(evaluated: Sequence[dict], path: str | os.PathLike) -> str
 
 
 def _fid_line(metrics: dict[str, float]) -> str:
-    shown = {"fid": ".1f", "fid_floor": ".1f", "recall": ".3f", "diversity": ".3f"}
+    shown = {
+        "fid": ".1f",
+        "fid_floor": ".1f",
+        "recall": ".3f",
+        "diversity": ".3f",
+        "coarse_diversity": ".3f",
+    }
     return " ".join(
         f"{k} {v:{shown[k.rsplit('/', 1)[-1]]}}"
         for k, v in metrics.items()

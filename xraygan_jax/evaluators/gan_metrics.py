@@ -22,7 +22,10 @@ The protocol (docs/fid_protocol.md says why):
   `kid_matched`): `fid_matched - fid_floor` compares like with like.
 - Every record names num_real, num_fake, reference_split, resize and the sampling mode.
 - `diversity`: the generated features' mean pairwise distance over the real ones'
-  (metrics.diversity), from the same features. A class that metrics.diversity's rule calls
+  (metrics.diversity), from the same features; `coarse_diversity`: the same for the images
+  averaged down to 16 x 16 pixels, the films' layout without their grain (Inception features
+  weigh grain heavily, so a template plus grain has feature diversity well above 0 and coarse
+  diversity near 0). A class that metrics.diversity's rule calls
   collapsed gets a warning with its recall and diversity on standard error (during training and
   in `drivers.evaluate_run`), in the run's summary.md and in the pipeline's report.
 """
@@ -111,6 +114,19 @@ def real_features(
     return _REFERENCES[key].features
 
 
+_REAL_IMAGES: dict[tuple[str, str, int], np.ndarray] = {}
+
+
+def real_images(data_config, split: str, label: int) -> np.ndarray:
+    """Every real uint8 image [N, S, S, 1] of class `label` in `split`, in the order of the
+    reference's features (held in memory once per data config, split and class)."""
+    key = (data_config.to_json(sort_keys=True), split, label)
+    if key not in _REAL_IMAGES:
+        source = sources.get_source(data_config, split)
+        _REAL_IMAGES[key] = np.concatenate(list(_class_batches(source, label)))
+    return _REAL_IMAGES[key]
+
+
 def _floor_halves(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     order = np.random.default_rng([seed, _FLOOR_SALT, num]).permutation(num)
     half = num // 2
@@ -118,7 +134,14 @@ def _floor_halves(num: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def compare(
-    real: np.ndarray, fake: np.ndarray, *, seed: int = 0, floor: bool = True, class_name: str = ""
+    real: np.ndarray,
+    fake: np.ndarray,
+    *,
+    seed: int = 0,
+    floor: bool = True,
+    class_name: str = "",
+    real_images: np.ndarray | None = None,
+    fake_images: np.ndarray | None = None,
 ) -> dict[str, float | int]:
     """FID, KID, precision/recall of generated features against real ones, with the floor.
 
@@ -127,6 +150,8 @@ def compare(
       seed: seed of the floor's halves and of KID's subsets.
       floor: also compute the real-vs-real floor and the matched-size scores.
       class_name: named in the message when the class is too small for a floor.
+      real_images, fake_images: the images the features are of ([N, S, S, C]); with both,
+        `coarse_diversity` is measured too.
 
     Returns:
       fid.evaluate's fields, diversity (generated over real mean pairwise feature distance,
@@ -138,6 +163,8 @@ def compare(
         warnings.simplefilter("ignore", fid.SmallSampleWarning)
         result = dict(fid.evaluate(real, fake, seed=seed))
         result["diversity"] = diversity.diversity(real, fake)
+        if real_images is not None and fake_images is not None:
+            result["coarse_diversity"] = diversity.coarse_diversity(real_images, fake_images)
         if not floor:
             return result
         half_a, half_b = _floor_halves(len(real), seed)
@@ -209,7 +236,14 @@ class GANMetricsEvaluator:
             name = self.class_names[label]
             real = real_features(self.config.data, self.split, label, self.extractor)
             images = self.sample_fn(label, self.num_fake(len(real)), self.seed)
-            metrics = compare(real, self.extractor(images), seed=self.seed, class_name=name)
+            metrics = compare(
+                real,
+                self.extractor(images),
+                seed=self.seed,
+                class_name=name,
+                real_images=real_images(self.config.data, self.split, label),
+                fake_images=images,
+            )
             results.update({f"{name}/{k}": v for k, v in metrics.items()})
         return results
 

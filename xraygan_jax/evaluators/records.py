@@ -91,21 +91,22 @@ def summary_section(records: Sequence[dict]) -> list[str]:
     lines += [
         "Latest evaluated checkpoint of each GAN (`eval.jsonl`). Diversity: the generated "
         "images' mean pairwise Inception-feature distance over the real images' (1: as varied "
-        f"as the real ones, 0: all alike); {diversity.RULE}.",
+        "as the real ones, 0: all alike); coarse: the same for the images averaged down to "
+        f"{diversity.COARSE_SIZE} x {diversity.COARSE_SIZE} pixels; {diversity.RULE}.",
         "",
         "| GAN | epoch | class | G BatchNorm | N real | N generated | FID | FID at N/2 (floor) "
-        "| KID | precision | recall | diversity | collapsed |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| KID | precision | recall | diversity | coarse diversity | collapsed |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     nan = float("nan")
     for r in shown:
-        score = r.get("diversity")
         lines.append(
             f"| {r.get('gan', '')} | {r['epoch']} | {r['class']} | {r.get('batch_stats', '')} | "
             f"{r['num_real']} | {r['num_fake']} | {r['fid']:.1f} | "
             f"{r.get('fid_matched', nan):.1f} ({r.get('fid_floor', nan):.1f}) | "
             f"{r.get('kid_mean', nan):.4f} | {r.get('precision', nan):.3f} | "
-            f"{r.get('recall', nan):.3f} | {'n/a' if score is None else f'{score:.3f}'} | "
+            f"{r.get('recall', nan):.3f} | {diversity.format_score(r.get('diversity'))} | "
+            f"{diversity.format_score(r.get('coarse_diversity'))} | "
             f"{'**yes**' if diversity.record_collapsed(r) else 'no'} |"
         )
     return [*lines, "", SUMMARY_END]
