@@ -1,7 +1,8 @@
 """What the GAN metrics punish: FID over its floor, precision, recall and diversity of fresh REAL
 phantom images, clean and with one small change each, against a GAN run's real reference.
 
-A GAN's FID is read against the real-vs-real floor, and its recall against 0. Which differences
+A GAN's FID is read against the real-vs-real floor, its recall against 0, and its diversity and
+coarse diversity (docs/fid_protocol.md, "Collapse") against 1. Which differences
 from the data move them, and how far? This scores real images a generator has never seen (the
 phantom set drawn again under another seed, the same sizes and class counts as the reference),
 as the evaluator scores a GAN (`gan_metrics.compare`: as many images as the class's real
@@ -90,20 +91,30 @@ def main(argv):
         f"Fresh phantom train images (seed {_FRESH_SEED.value}) against the main job's reference "
         "(seed 0), as many per class as the reference holds."
     )
-    print("| change | class | N | FID / floor | precision | recall | diversity |")
-    print("|---|---|---|---|---|---|---|")
+    print(
+        "| change | class | N | FID / floor | precision | recall | diversity | coarse diversity |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     start = time.time()
     for label, class_name in enumerate(sources.class_names(config.data)):
         real = gan_metrics.real_features(config.data, "train", label, extractor)
+        reference_images = gan_metrics.real_images(config.data, "train", label)
         indices = np.flatnonzero(labels == label)[: len(real)]
         images = np.stack([np.asarray(source[int(i)]["image"]) for i in indices])
         for name in _PERTURBATIONS.value:
-            metrics = gan_metrics.compare(real, extractor(perturb(images, name)), seed=0)
+            changed = perturb(images, name)
+            metrics = gan_metrics.compare(
+                real,
+                extractor(changed),
+                seed=0,
+                real_images=reference_images,
+                fake_images=changed,
+            )
             print(
                 f"| {name} | {class_name} | {len(images)} | {metrics['fid']:.1f} / "
                 f"{metrics['fid_floor']:.1f} = {metrics['fid'] / metrics['fid_floor']:.1f}x | "
                 f"{metrics['precision']:.2f} | {metrics['recall']:.2f} | "
-                f"{metrics['diversity']:.2f} |",
+                f"{metrics['diversity']:.2f} | {metrics['coarse_diversity']:.2f} |",
                 flush=True,
             )
     print(f"({time.time() - start:.0f} s)")
