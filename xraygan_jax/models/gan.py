@@ -366,8 +366,8 @@ def check_model_options(model_config: ml_collections.ConfigDict) -> None:
     Raises:
         ValueError: an unknown kind or conditioning, an unknown d_norm, spectral norm with
             dcgan's BatchNorm, a conditioning or d_norm sngan cannot use, a negative
-            minibatch_std or one for a kind other than dcgan (the message names the flags and
-            says why).
+            minibatch_std, an unknown g_upsample, or a minibatch_std, output_noise or resize
+            g_upsample for a kind other than dcgan (the message names the flags and says why).
     """
     kind = model_config.kind
     if kind not in KINDS:
