@@ -355,10 +355,6 @@ RANKING_NOTE = (
 )
 
 
-def _format(value: Any, spec: str) -> str:
-    return "n/a" if value is None else f"{value:{spec}}"
-
-
 def arms_table(rows: list[dict]) -> str:
     """A Markdown table of a sweep, ranked (`rank_points`, collapsed points last and marked): per
     point the gap to the floor, the images shown and the training time; per class FID (the
@@ -395,8 +391,8 @@ def arms_table(rows: list[dict]) -> str:
                 f"{row[f'{name}/fid_matched']:.1f} ({row[f'{name}/fid_floor']:.1f})",
                 f"{row[f'{name}/kid_mean']:.3f} ({row[f'{name}/kid_floor']:.3f})",
                 f"{row[f'{name}/precision']:.2f} / {row[f'{name}/recall']:.2f}",
-                f"{_format(row.get(f'{name}/diversity'), '.3f')} "
-                f"({_format(row.get(f'{name}/coarse_diversity'), '.3f')})",
+                f"{diversity.format_score(row.get(f'{name}/diversity'))} "
+                f"({diversity.format_score(row.get(f'{name}/coarse_diversity'))})",
             ]
         if gains:
             gain = row.get("classifier_gain")
