@@ -33,6 +33,7 @@ import numpy as np
 from xraygan_jax import errors, gan_loop, report, study
 from xraygan_jax.data import sources
 from xraygan_jax.evaluators import drivers
+from xraygan_jax.metrics import diversity
 from xraygan_jax.train import reporting
 
 STAGES = ("data", "gan", "fcgan", "evaluate", "study", "report")
@@ -109,19 +110,24 @@ class _State:
 
 
 def best_epoch(records: Sequence[dict]) -> tuple[int, dict[int, float]]:
-    """The epoch with the lowest mean over classes of `fid_matched - fid_floor` (train data).
+    """The epoch with the lowest mean over classes of `fid_matched - fid_floor` (train data),
+    among the epochs where no class has collapsed (`metrics.diversity`'s rule) if there are any:
+    a collapsed template can have the lower FID, and adds no variety to the study.
 
     Falls back to the mean raw FID when a class has no floor. Returns (epoch, {epoch: score}).
     """
     by_epoch: dict[int, list[float]] = {}
+    collapsed: set[int] = set()
     for record in records:
         gap = record.get("fid_matched", float("nan")) - record.get("fid_floor", float("nan"))
         score = gap if np.isfinite(gap) else record["fid"]
         by_epoch.setdefault(int(record["epoch"]), []).append(float(score))
+        if diversity.record_collapsed(record):
+            collapsed.add(int(record["epoch"]))
     scores = {epoch: float(np.mean(values)) for epoch, values in sorted(by_epoch.items())}
     if not scores:
         raise errors.MissingError("no evaluation records to choose a checkpoint from")
-    return min(scores, key=scores.get), scores
+    return min(scores, key=lambda epoch: (epoch in collapsed, scores[epoch])), scores
 
 
 def run_pipeline(

@@ -146,7 +146,8 @@ def _gan_section(config, workdir: pathlib.Path, name: str, title: str, state: di
         shown = [r for r in evaluated if r["epoch"] == best]
         lines += [
             f"Checkpoint used by the study: **epoch {best}**, the lowest mean gap "
-            "`fid_matched - fid_floor` over classes, measured on train data only."
+            "`fid_matched - fid_floor` over classes, measured on train data only, among the "
+            "checkpoints with no collapsed class if there are any."
             if evaluation
             else f"Latest evaluated checkpoint: epoch {best}.",
             "",
