@@ -253,9 +253,7 @@ def test_down_conv_second_derivatives_equal_strided_convs(size):
         return jnp.sum(jnp.square(input_grad))
 
     got = jax.grad(functools.partial(penalty, layers.down_conv_2x), argnums=(0, 1))(x, kernel)
-    expected = jax.grad(functools.partial(penalty, layers.strided_conv), argnums=(0, 1))(
-        x, kernel
-    )
+    expected = jax.grad(functools.partial(penalty, layers.strided_conv), argnums=(0, 1))(x, kernel)
     for name, got_grad, expected_grad in zip(("x", "kernel"), got, expected, strict=True):
         scale = float(jnp.max(jnp.abs(expected_grad)))
         assert scale > 0, name
