@@ -97,6 +97,9 @@ def get_config() -> ml_collections.ConfigDict:
     # ACGAN discriminators (model.conditioning = "acgan"): weight of the class cross-entropy.
     config.train.acgan_weight = 1.0
     config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
+    # MSGAN's mode-seeking term in G's loss, lambda / (image distance / z distance), on
+    # pairs of one class (0 = off; Mao et al. 2019 used 1).
+    config.train.mode_seeking = 0.0
     # Activations and convolutions in "float32" or "bfloat16" (mixed precision, for GPUs/TPUs:
     # params, optimiser state, BatchNorm statistics and losses stay float32). Off by default:
     # measured slower on CPU (docs/performance.md, "Mixed precision (bfloat16)").

@@ -69,6 +69,9 @@ def _compare_on_devices() -> dict[str, dict[str, float]]:
     image_size, batch_size = 32, 16
     config.data.image_size = image_size
     config.train.ema_decay = 0.5
+    # Its pairs (0, 1), (2, 3), ... stay on one device (two images each): the sums are
+    # averaged over devices before they are divided.
+    config.train.mode_seeking = 1.0
     init = setup.make_init(config, num_classes=2)
     options = steps.StepOptions.from_config(config.train)  # its EMA, as the state's
     # rbg: the initial values do not matter here, and threefry draws of every parameter shape

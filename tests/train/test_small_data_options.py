@@ -161,6 +161,7 @@ def test_spectral_norm_state_is_part_of_the_training_state():
             r"conditioning=acgan needs both classes in one GAN.*per_class=false",
         ),
         ({"train.r1_weight": -1.0}, r"--config.train.r1_weight=-1.0 must be >= 0"),
+        ({"train.mode_seeking": -0.5}, r"--config.train.mode_seeking=-0.5 must be >= 0"),
         ({"train.ada_target": 0.0}, r"--config.train.ada_target=0.0 must lie in \(0, 1\)"),
         ({"train.ada_target": 1.5}, r"--config.train.ada_target=1.5 must lie in \(0, 1\)"),
         (
@@ -327,6 +328,51 @@ def test_acgan_adds_the_class_cross_entropy_to_both_losses():
         trained, _ = d_step(trained, batch, jax.random.key(step, impl="rbg"))
     before = state.d_params["classifier"]["kernel"]
     assert not np.allclose(before, trained.d_params["classifier"]["kernel"])
+
+
+def test_mode_seeking_ratio_counts_pairs_of_one_class():
+    # Pairs (0, 1), (2, 3), (4, 5): the middle one mixes classes and does not count.
+    fakes = jnp.zeros((6, 2, 2, 1)).at[1].set(0.5).at[3].set(9.0).at[5].set(-0.25)
+    z = jnp.zeros((6, 4)).at[1].set(1.0).at[3].set(7.0).at[5].set(0.25)
+    labels = jnp.array([0, 0, 0, 1, 1, 1])
+    # (0.5 + 0.25) / (1.0 + 0.25)
+    np.testing.assert_allclose(float(steps.mode_seeking_ratio(fakes, z, labels)), 0.6, rtol=1e-6)
+    # One film whatever z is: ratio 0, so the term lambda / (ratio + 1e-5) is at its largest.
+    assert float(steps.mode_seeking_ratio(jnp.zeros_like(fakes), z, labels)) == 0.0
+    # No pair of one class (and an odd last image, left out): 0, not a division by zero.
+    assert float(steps.mode_seeking_ratio(fakes[:5], z[:5], jnp.array([0, 1, 0, 1, 0]))) == 0.0
+
+
+@pytest.mark.slow  # compiles two G steps: 5-15 s on 2 cores
+def test_mode_seeking_adds_its_term_to_gs_loss_and_moves_g_apart():
+    state, batch = _state(), _real_batch()
+    batch["label"] = jnp.zeros(8, jnp.int32)  # one class: every pair counts
+    key = jax.random.key(3, impl="rbg")
+
+    def g_step(weight):
+        options = steps.StepOptions(mode_seeking=weight)
+        return jax.jit(functools.partial(steps.generator_step, options=options))(state, batch, key)
+
+    plain_state, plain = g_step(0.0)
+    seeking_state, seeking = g_step(0.01)
+    assert "g/mode_seeking_ratio" not in plain
+    fakes, _, _ = steps._generate_for_training(state, batch["label"], key, None)
+    latent_key, _ = steps._step_keys(key, None)
+    z = steps._step_latents(latent_key, 8, state.nz, None)
+    ratio = float(steps.mode_seeking_ratio(fakes, z, batch["label"]))
+    assert ratio > 0
+    np.testing.assert_allclose(float(seeking["g/mode_seeking_ratio"]), ratio, rtol=1e-5)
+    np.testing.assert_allclose(
+        float(seeking["loss/g"]), float(plain["loss/g"]) + 0.01 / (ratio + 1e-5), rtol=1e-5
+    )
+
+    # Its gradient alone spreads the fakes: with D's term equal in both, the step with the
+    # term leaves the same z's films further apart.
+    def spread(new_state):
+        moved, _, _ = steps._generate_for_training(new_state, batch["label"], key, None)
+        return float(steps.mode_seeking_ratio(moved, z, batch["label"]))
+
+    assert spread(seeking_state) > spread(plain_state)
 
 
 @pytest.mark.parametrize(

@@ -27,7 +27,8 @@ Options for small sets (`StepOptions`, read from config.train; docs/small_data.m
   - DiffAugment of every image D sees (real and fake, D and G updates);
   - ADA: the same augmentations, each applied with probability p, p kept in the state and moved
     every ada_interval steps towards E[sign(D(x_real))] = ada_target;
-  - ACGAN discriminators' class head: its cross-entropy joins both losses.
+  - ACGAN discriminators' class head: its cross-entropy joins both losses;
+  - a mode-seeking term in G's loss against collapse (`mode_seeking_ratio`).
 
 Data parallelism:
   - Global view (what our loops do): jit the step with the state replicated and the batch split
@@ -134,6 +135,11 @@ class StepOptions:
             config.model.conditioning = "acgan").
         ema_decay: decay per G update of the exponential moving average of G's params, which
             the state keeps when it is > 0 (create_gan_state(ema=True)); 0 = no EMA.
+        mode_seeking: weight lambda of MSGAN's mode-seeking term (Mao et al. 2019), which adds
+            lambda / (ratio + 1e-5) to G's loss, ratio = `mode_seeking_ratio` of the step's
+            fakes: how far apart G puts two films of one class per unit of distance between
+            their z. A generator that draws one film per class whatever z is has ratio 0;
+            the term pushes it to spread. 0 = off.
     """
 
     d_updates_per_step: int = 1
@@ -151,6 +157,7 @@ class StepOptions:
     ada_kimg: float = 500.0
     acgan_weight: float = 1.0
     ema_decay: float = 0.0
+    mode_seeking: float = 0.0
 
     def check(self) -> None:
         """Raises ValueError naming the `--config.train.` flag of a value that cannot work."""
@@ -160,7 +167,7 @@ class StepOptions:
         for name in ("d_updates_per_step", "g_updates_per_step", "r1_every", "ada_interval"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"--config.train.{name}={getattr(self, name)} must be at least 1.")
-        for name in ("r1_weight", "gp_weight", "acgan_weight"):
+        for name in ("r1_weight", "gp_weight", "acgan_weight", "mode_seeking"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(
                     f"--config.train.{name}={getattr(self, name)} must be >= 0 (0 turns it off)."
@@ -265,6 +272,34 @@ def _class_loss(class_logits, labels) -> jax.Array:
     if class_logits is None:
         return jnp.zeros((), jnp.float32)
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(class_logits, labels))
+
+
+def mode_seeking_ratio(
+    fakes: jax.Array, z: jax.Array, labels: jax.Array, axis_name: str | None = None
+) -> jax.Array:
+    """MSGAN's ratio: mean image distance over mean latent distance, on pairs of one class.
+
+    The batch is cut into the pairs (0, 1), (2, 3), ...; a pair counts when its two labels are
+    equal (a conditional G is asked for spread within a class, not between classes). Distances
+    are mean absolute differences, of the images' pixels and of the latents' entries. Under
+    axis_name the sums are averaged over devices before they are divided, so the per-device
+    view equals the global one when each device's share of the batch is even (pairs then never
+    straddle two devices).
+
+    Returns:
+        float32 scalar: sum over counted pairs of image distance, over the same sum of latent
+        distance; 0 when no pair counts.
+    """
+    pairs = labels.shape[0] // 2 * 2
+    first = fakes[0:pairs:2].astype(jnp.float32)
+    second = fakes[1:pairs:2].astype(jnp.float32)
+    counted = (labels[0:pairs:2] == labels[1:pairs:2]).astype(jnp.float32)
+    image_distance = jnp.mean(jnp.abs(first - second), axis=tuple(range(1, first.ndim)))
+    latent_distance = jnp.mean(jnp.abs(z[0:pairs:2] - z[1:pairs:2]), axis=-1)
+    numerator = sharding.mean_over(jnp.sum(counted * image_distance), axis_name)
+    denominator = sharding.mean_over(jnp.sum(counted * latent_distance), axis_name)
+    some = denominator > 0
+    return jnp.where(some, numerator / jnp.where(some, denominator, 1.0), 0.0)
 
 
 def _generate_for_training(
@@ -391,7 +426,7 @@ def _discriminator_update(state, batch, fakes, key, axis_name, options: StepOpti
 def _generator_update(state, batch, generated, key, axis_name, options: StepOptions):
     _, discriminator = _modules(state, axis_name)
     labels = batch["label"]
-    _, dropout_key = _step_keys(key, axis_name)
+    latent_key, dropout_key = _step_keys(key, axis_name)
     fakes, pullback, g_batch_stats = generated
 
     def loss_fn(fakes):
@@ -401,9 +436,16 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         )
         loss = options.gan_loss.g_loss(fake_logits)
         loss += options.acgan_weight * _class_loss(fake_classes, labels)
-        return sharding.mean_over(loss, axis_name), d_batch_stats
+        loss = sharding.mean_over(loss, axis_name)
+        extra = {}
+        if options.mode_seeking > 0:
+            # The z that made `fakes` (the same key, so XLA computes it once).
+            z = _step_latents(latent_key, labels.shape[0], state.nz, axis_name)
+            extra["g/mode_seeking_ratio"] = mode_seeking_ratio(fakes, z, labels, axis_name)
+            loss += options.mode_seeking / (extra["g/mode_seeking_ratio"] + 1e-5)
+        return loss, (d_batch_stats, extra)
 
-    (loss, d_batch_stats), fakes_grad = jax.value_and_grad(loss_fn, has_aux=True)(fakes)
+    (loss, (d_batch_stats, extra)), fakes_grad = jax.value_and_grad(loss_fn, has_aux=True)(fakes)
     (grads,) = pullback(fakes_grad)
     grads = sharding.mean_over(grads, axis_name)
     updates, g_opt_state = state.g_tx.update(grads, state.g_opt_state, state.g_params)
@@ -418,7 +460,7 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         g_opt_state=g_opt_state,
         ema_g_params=ema_g_params,
     )
-    return new_state, sharding.mean_over({"loss/g": loss}, axis_name)
+    return new_state, sharding.mean_over({"loss/g": loss, **extra}, axis_name)
 
 
 def _adapt_augmentation(state, real_sign, global_batch: int, options: StepOptions):
