@@ -346,11 +346,13 @@ def _train_one_gan(
         nonlocal last, rate
         last = {k: float(v) for k, v in jax.device_get(metrics).items()}
         _check_finite(last, name, step_done, epoch, checkpoints)
-        ada = f" ada p {last['ada/p']:.3f}" if "ada/p" in last else ""
+        extra = f" ada p {last['ada/p']:.3f}" if "ada/p" in last else ""
+        if "g/mode_seeking_ratio" in last:
+            extra += f" mode seeking r {last['g/mode_seeking_ratio']:.3f}"
         rate = progress.update(
             step_done - first_step,
             f"epoch {epoch}/{num_epochs} loss/d {last['loss/d']:.3f} "
-            f"loss/g {last['loss/g']:.3f}{ada}",
+            f"loss/g {last['loss/g']:.3f}{extra}",
         )
         if jax.process_index() == 0:
             kimg = ((epoch - 1) * images_per_epoch + seen) / 1000
