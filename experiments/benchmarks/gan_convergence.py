@@ -51,6 +51,7 @@ from experiments.configs import pipeline_demo
 from experiments.configs import sngan as sngan_config
 from xraygan_jax import gan_loop, pipeline, runs
 from xraygan_jax.evaluators import gan_metrics
+from xraygan_jax.metrics import diversity
 
 ARMS = ("dcgan64", "demo", "sngan")
 SETTINGS = ("phantom600", "per_class100")
@@ -239,7 +240,8 @@ def format_point(point: dict) -> str:
         ratio = _ratio(values)
         parts.append(
             f"{name} FID {values['fid']:6.1f} ({ratio:4.1f}x floor) recall "
-            f"{values['recall']:.2f} diversity {values['diversity']:.2f}"
+            f"{values['recall']:.2f} diversity {values['diversity']:.2f} (coarse "
+            f"{diversity.format_score(values.get('coarse_diversity'))})"
         )
     return " | ".join(parts)
 
@@ -249,7 +251,8 @@ def print_table(results: dict) -> None:
     print(f"\nCPU: {cpu.get('cpu_model', '?')} ({cpu.get('usable_cpus', '?')} usable CPUs)")
     header = (
         f"{'run':<44} {'kimg':>6} {'min':>6} {'class':<10} {'FID':>6} {'floor':>6} "
-        f"{'x floor':>7} {'best x':>6} {'KID':>7} {'prec':>5} {'recall':>6} {'divers':>6}"
+        f"{'x floor':>7} {'best x':>6} {'KID':>7} {'prec':>5} {'recall':>6} {'divers':>6} "
+        f"{'coarse':>6}"
     )
     print(header)
     for name, entry in results["runs"].items():
@@ -264,14 +267,16 @@ def print_table(results: dict) -> None:
                 f"{class_name:<10} {values['fid']:>6.1f} {values['fid_floor']:>6.1f} "
                 f"{_ratio(values):>7.2f} {best:>6.2f} "
                 f"{values['kid_mean']:>7.4f} {values['precision']:>5.2f} "
-                f"{values['recall']:>6.2f} {values['diversity']:>6.2f}"
+                f"{values['recall']:>6.2f} {values['diversity']:>6.2f} "
+                f"{diversity.format_score(values.get('coarse_diversity')):>6}"
             )
     print("(last scored checkpoint of each run; 'best x': the lowest FID / floor along the run)")
 
 
 def markdown_table(results: dict) -> list[str]:
     """One row per run: its last scored checkpoint, per class FID / floor (the best along the run),
-    precision, recall and diversity, so that a low FID of a collapsed run is seen as such."""
+    precision, recall and diversity (coarse diversity in brackets, n/a for points scored before
+    it was measured), so that a low FID of a collapsed run is seen as such."""
     entries = {n: e for n, e in results["runs"].items() if e.get("points")}
     if not entries:
         return []
@@ -281,7 +286,7 @@ def markdown_table(results: dict) -> list[str]:
         header += [
             f"{class_name} FID / floor (best)",
             f"{class_name} precision / recall",
-            f"{class_name} diversity",
+            f"{class_name} diversity (coarse)",
         ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for name, entry in entries.items():
@@ -294,7 +299,8 @@ def markdown_table(results: dict) -> list[str]:
                 f"{values['fid']:.1f} / {values['fid_floor']:.1f} = "
                 f"{_ratio(values):.1f}x ({best:.1f}x)",
                 f"{values['precision']:.2f} / {values['recall']:.2f}",
-                f"{values['diversity']:.2f}",
+                f"{values['diversity']:.2f} "
+                f"({diversity.format_score(values.get('coarse_diversity'))})",
             ]
         lines.append("| " + " | ".join(cells) + " |")
     return lines
