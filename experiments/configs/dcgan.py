@@ -98,8 +98,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.acgan_weight = 1.0
     config.train.ema_decay = 0.0  # > 0 keeps an exponential moving average of G's params
     # MSGAN's mode-seeking term in G's loss, lambda / (image distance / z distance), on
-    # pairs of one class (0 = off; Mao et al. 2019 used 1).
+    # pairs of one class (0 = off; Mao et al. 2019 used 1), the films averaged down to
+    # mode_seeking_size pixels a side first (0 = full resolution, MSGAN's).
     config.train.mode_seeking = 0.0
+    config.train.mode_seeking_size = 0
     # Activations and convolutions in "float32" or "bfloat16" (mixed precision, for GPUs/TPUs:
     # params, optimiser state, BatchNorm statistics and losses stay float32). Off by default:
     # measured slower on CPU (docs/performance.md, "Mixed precision (bfloat16)").

@@ -162,6 +162,12 @@ def test_spectral_norm_state_is_part_of_the_training_state():
         ),
         ({"train.r1_weight": -1.0}, r"--config.train.r1_weight=-1.0 must be >= 0"),
         ({"train.mode_seeking": -0.5}, r"--config.train.mode_seeking=-0.5 must be >= 0"),
+        ({"train.mode_seeking_size": -1}, r"--config.train.mode_seeking_size=-1 must be >= 0"),
+        (
+            {"train.mode_seeking_size": 12},
+            r"mode_seeking_size=12 must divide the image size 32 \(e.g. 8 for 4 x 4 blocks\)",
+        ),
+        ({"train.mode_seeking_size": 64}, r"mode_seeking_size=64 must divide the image size 32"),
         ({"train.ada_target": 0.0}, r"--config.train.ada_target=0.0 must lie in \(0, 1\)"),
         ({"train.ada_target": 1.5}, r"--config.train.ada_target=1.5 must lie in \(0, 1\)"),
         (
@@ -341,6 +347,29 @@ def test_mode_seeking_ratio_counts_pairs_of_one_class():
     assert float(steps.mode_seeking_ratio(jnp.zeros_like(fakes), z, labels)) == 0.0
     # No pair of one class (and an odd last image, left out): 0, not a division by zero.
     assert float(steps.mode_seeking_ratio(fakes[:5], z[:5], jnp.array([0, 1, 0, 1, 0]))) == 0.0
+
+
+def test_mode_seeking_at_a_coarse_size_ignores_noise_and_sees_layout():
+    rng = np.random.default_rng(0)
+    z = jnp.asarray(rng.normal(size=(2, 8)), jnp.float32)
+    labels = jnp.zeros(2, jnp.int32)
+    # Two films of one layout whose pixels differ by a +-1 checkerboard: far apart pixel by
+    # pixel, equal in 2 x 2 blocks.
+    checker = np.indices((4, 4)).sum(axis=0) % 2 * 2.0 - 1.0
+    noisy = jnp.asarray(np.stack([checker, -checker])[..., None], jnp.float32)
+    assert float(steps.mode_seeking_ratio(noisy, z, labels)) > 0.5
+    assert float(steps.mode_seeking_ratio(noisy, z, labels, size=2)) == 0.0
+    # Two layouts (left half bright against right half bright, every pixel 1 apart): as far
+    # apart at either size.
+    halves = np.zeros((2, 4, 4, 1), np.float32)
+    halves[0, :, :2], halves[1, :, 2:] = 1.0, 1.0
+    distance = float(jnp.mean(jnp.abs(z[0] - z[1])))
+    for size in (0, 2):
+        np.testing.assert_allclose(
+            float(steps.mode_seeking_ratio(jnp.asarray(halves), z, labels, size=size)),
+            1.0 / distance,
+            rtol=1e-6,
+        )
 
 
 @pytest.mark.slow  # compiles two G steps: 5-15 s on 2 cores

@@ -44,7 +44,8 @@ def check_gan_config(config: ml_collections.ConfigDict) -> None:
     config.model's in `gan.check_model_options`, config.train's step options in
     `steps.StepOptions.check`. The rules that span sections live here, the lowest layer that
     sees them all:
-      - config.data.image_size: a size config.model.kind can build;
+      - config.data.image_size: a size config.model.kind can build, and one that
+        config.train.mode_seeking_size divides;
       - config.train.compute_dtype: a dtype the models can run in;
       - a loss that needs per-image logits (`losses.Loss.needs_per_image_logits`, WGAN-GP's
         gradient penalty) with BatchNorm in D (config.model.d_norm=batch);
@@ -73,6 +74,10 @@ def check_gan_config(config: ml_collections.ConfigDict) -> None:
         raise errors.ConfigError(
             f"{error} (--config.model.kind / --config.data.image_size)"
         ) from error
+    try:
+        steps.check_mode_seeking_size(options.mode_seeking_size, config.data.image_size)
+    except ValueError as error:
+        raise errors.ConfigError(f"{error} (--config.data.image_size)") from error
     if options.gan_loss.needs_per_image_logits and gan.discriminator_has_batch_norm(model):
         raise errors.ConfigError(
             f"--config.train.loss={options.loss} cannot be combined with "

@@ -140,6 +140,9 @@ class StepOptions:
             fakes: how far apart G puts two films of one class per unit of distance between
             their z. A generator that draws one film per class whatever z is has ratio 0;
             the term pushes it to spread. 0 = off.
+        mode_seeking_size: the side the fakes are averaged down to (in blocks) before their
+            distance is taken, so that the term asks for different films, not for pixel noise
+            (which averages out); 0 = full resolution, MSGAN's. It must divide the image size.
     """
 
     d_updates_per_step: int = 1
@@ -158,6 +161,7 @@ class StepOptions:
     acgan_weight: float = 1.0
     ema_decay: float = 0.0
     mode_seeking: float = 0.0
+    mode_seeking_size: int = 0
 
     def check(self) -> None:
         """Raises ValueError naming the `--config.train.` flag of a value that cannot work."""
@@ -167,6 +171,11 @@ class StepOptions:
         for name in ("d_updates_per_step", "g_updates_per_step", "r1_every", "ada_interval"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"--config.train.{name}={getattr(self, name)} must be at least 1.")
+        if int(self.mode_seeking_size) < 0:
+            raise ValueError(
+                f"--config.train.mode_seeking_size={self.mode_seeking_size} must be >= 0 "
+                "(0: the full resolution)."
+            )
         for name in ("r1_weight", "gp_weight", "acgan_weight", "mode_seeking"):
             if not float(getattr(self, name)) >= 0:
                 raise ValueError(
@@ -274,14 +283,30 @@ def _class_loss(class_logits, labels) -> jax.Array:
     return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(class_logits, labels))
 
 
+def check_mode_seeking_size(size: int, image_size: int) -> None:
+    """Raises ValueError unless `size` (0: off) divides image_size into whole blocks."""
+    if size and (size > image_size or image_size % size):
+        raise ValueError(
+            f"--config.train.mode_seeking_size={size} must divide the image size "
+            f"{image_size} (e.g. {image_size // 4} for 4 x 4 blocks), or be 0 for the full "
+            "resolution."
+        )
+
+
 def mode_seeking_ratio(
-    fakes: jax.Array, z: jax.Array, labels: jax.Array, axis_name: str | None = None
+    fakes: jax.Array,
+    z: jax.Array,
+    labels: jax.Array,
+    axis_name: str | None = None,
+    *,
+    size: int = 0,
 ) -> jax.Array:
     """MSGAN's ratio: mean image distance over mean latent distance, on pairs of one class.
 
     The batch is cut into the pairs (0, 1), (2, 3), ...; a pair counts when its two labels are
     equal (a conditional G is asked for spread within a class, not between classes). Distances
-    are mean absolute differences, of the images' pixels and of the latents' entries. Under
+    are mean absolute differences, of the images' pixels (averaged down to size x size blocks
+    first when size > 0) and of the latents' entries. Under
     axis_name the sums are averaged over devices before they are divided, so the per-device
     view equals the global one when each device's share of the batch is even (pairs then never
     straddle two devices).
@@ -289,7 +314,16 @@ def mode_seeking_ratio(
     Returns:
         float32 scalar: sum over counted pairs of image distance, over the same sum of latent
         distance; 0 when no pair counts.
+
+    Raises:
+        ValueError: a size that does not divide the images' side (`check_mode_seeking_size`).
     """
+    if size:
+        batch, side, _, channels = fakes.shape
+        check_mode_seeking_size(size, side)
+        factor = side // size
+        fakes = fakes.astype(jnp.float32).reshape(batch, size, factor, size, factor, channels)
+        fakes = jnp.mean(fakes, axis=(2, 4))
     pairs = labels.shape[0] // 2 * 2
     first = fakes[0:pairs:2].astype(jnp.float32)
     second = fakes[1:pairs:2].astype(jnp.float32)
@@ -441,7 +475,9 @@ def _generator_update(state, batch, generated, key, axis_name, options: StepOpti
         if options.mode_seeking > 0:
             # The z that made `fakes` (the same key, so XLA computes it once).
             z = _step_latents(latent_key, labels.shape[0], state.nz, axis_name)
-            extra["g/mode_seeking_ratio"] = mode_seeking_ratio(fakes, z, labels, axis_name)
+            extra["g/mode_seeking_ratio"] = mode_seeking_ratio(
+                fakes, z, labels, axis_name, size=options.mode_seeking_size
+            )
             loss += options.mode_seeking / (extra["g/mode_seeking_ratio"] + 1e-5)
         return loss, (d_batch_stats, extra)
 
