@@ -38,8 +38,10 @@ DC-cGAN's.
 
 The DC-cGAN with G's output noise (`model.output_noise`) and with resize-convolution upsampling
 (`model.g_upsample=resize`, docs/models.md) have rows too, at the same width and step;
-`--output_noise_row=false` and `--resize_row=false` leave them out. The lines below the table
-give their step times against the plain DC-cGAN's.
+`--output_noise_row=false` and `--resize_row=false` leave them out. So has the DC-cGAN with
+the mode-seeking term in G's loss at the main job's setting (`train.mode_seeking=0.1`,
+`train.mode_seeking_size=16`, docs/small_data.md); `--mode_seeking_row=false` leaves it out.
+The lines below the table give their step times against the plain DC-cGAN's.
 """
 
 import functools
@@ -76,6 +78,9 @@ _OUTPUT_NOISE = flags.DEFINE_bool(
 _RESIZE = flags.DEFINE_bool(
     "resize_row", True, "Also time the DC-cGAN with model.g_upsample=resize (same width)."
 )
+_MODE_SEEKING = flags.DEFINE_bool(
+    "mode_seeking_row", True, "Also time the DC-cGAN with the mode-seeking term (same width)."
+)
 _WIDTH = flags.DEFINE_integer(
     "width", 64, "ngf = ndf of the DC-cGAN (64: the reports'; 32: the main job's demo GAN)."
 )
@@ -88,16 +93,25 @@ SNGAN_NAME = "JAX sngan (SN-ResNet)"
 NO_REDUCE_NAME = "JAX, no reduce fusion"
 OUTPUT_NOISE_NAME = "JAX, output noise"
 RESIZE_NAME = "JAX, resize upsampling"
+MODE_SEEKING_NAME = "JAX, mode seeking"
 
 NUM_CLASSES = 2
 
 
-def _dcgan_config(width: int, output_noise: bool = False, g_upsample: str = "transposed"):
+def _dcgan_config(
+    width: int,
+    output_noise: bool = False,
+    g_upsample: str = "transposed",
+    mode_seeking: bool = False,
+):
     """The reports' DC-cGAN config with ngf = ndf = width (and G's options if asked)."""
     config = dcgan_config.get_config()
     config.model.ngf = config.model.ndf = width
     config.model.output_noise = output_noise
     config.model.g_upsample = g_upsample
+    if mode_seeking:
+        config.train.mode_seeking = 0.1
+        config.train.mode_seeking_size = 16
     return config
 
 
@@ -299,9 +313,10 @@ def _jax_runner(
     reduce_fusion: bool = True,
     output_noise: bool = False,
     g_upsample: str = "transposed",
+    mode_seeking: bool = False,
 ):
     """Builds the JAX step in this process: a function running one step."""
-    config = _dcgan_config(width, output_noise, g_upsample)
+    config = _dcgan_config(width, output_noise, g_upsample, mode_seeking)
     _, _, run_step = _jax_side(config, batch_size, image_size, compute_dtype, reduce_fusion)
     return run_step
 
@@ -387,6 +402,9 @@ def main(argv):
     if _RESIZE.value:
         args = (batch_size, image_size, width, "float32", True, False, "resize")
         factories[RESIZE_NAME] = (_jax_runner, args)
+    if _MODE_SEEKING.value:
+        args = (batch_size, image_size, width, "float32", True, False, "transposed", True)
+        factories[MODE_SEEKING_NAME] = (_jax_runner, args)
     if _SNGAN.value:
         factories[SNGAN_NAME] = (_sngan_runner, (batch_size, image_size))
     if torch_weights is not None:
@@ -434,6 +452,7 @@ def main(argv):
     for name, option in (
         (OUTPUT_NOISE_NAME, "model.output_noise"),
         (RESIZE_NAME, "model.g_upsample=resize"),
+        (MODE_SEEKING_NAME, "train.mode_seeking=0.1, mode_seeking_size=16"),
     ):
         if name in medians and float32:
             seconds = medians[name]
