@@ -15,8 +15,9 @@ Coarse diversity is the same ratio for the images themselves, averaged down to 1
 the layout of each film (where the body, lungs and heart are, how large, how bright) without its
 grain. Inception features weigh pixel-scale texture heavily at these image sizes, so a generator
 that draws one film per class plus grain that differs from sample to sample has feature
-diversity well above 0 (0.5-0.7 in the main job's runs) while every film has the same layout;
-its coarse diversity is near 0 (0.14-0.21 there; docs/fid_protocol.md).
+diversity well above 0 (0.5-0.7 in the main job's runs before its GAN took the mode-seeking
+term) while every film has the same layout; its coarse diversity is near 0 (0.14-0.21 there;
+docs/fid_protocol.md).
 
 The rule (`is_collapsed`): recall below `RECALL_COLLAPSE_BELOW` and the lower of the two
 diversities below `DIVERSITY_COLLAPSE_BELOW`. A figure that was not measured (NaN, or missing
