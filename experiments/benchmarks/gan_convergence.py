@@ -12,8 +12,10 @@ stopped; finished runs are not trained again.
 Arms (`--arms`):
 - `dcgan64`: the seeds' DC-cGAN (experiments/configs/dcgan.py: ngf = ndf = 64, one GAN per
   class, BCE, Adam 2e-4 / 0.5 for both, batch 64);
-- `demo`: the main job's GAN (experiments/configs/pipeline_demo.py: one conditional DC-cGAN,
-  ngf = ndf = 32, D lr 5e-5, EMA 0.99);
+- `demo`: the main job's GAN as it was until 6 December 2026 (experiments/configs/pipeline_demo.py
+  without the mode-seeking term it has since: one conditional DC-cGAN, ngf = ndf = 32, D lr
+  5e-5, EMA 0.99), so that the runs named `demo` keep their meaning; the main job's GAN of today
+  is `--arms=demo --set=train.mode_seeking=0.1 --set=train.mode_seeking_size=16`;
 - `sngan`: the SN-ResNet cGAN (experiments/configs/sngan.py: projection D, hinge, two D updates,
   DiffAugment).
 
@@ -102,6 +104,8 @@ def arm_config(arm: str, setting: str, seed: int, overrides=()) -> ml_collection
         config = dcgan_config.get_config()
     elif arm == "demo":
         config = pipeline.gan_config(pipeline_demo.get_config())
+        config.train.mode_seeking = 0.0  # the arm's recipe before the main job took the term
+        config.train.mode_seeking_size = 0
     elif arm == "sngan":
         config = sngan_config.get_config()
     else:

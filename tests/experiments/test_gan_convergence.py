@@ -1,6 +1,8 @@
 """The convergence benchmark's tables (experiments/benchmarks/gan_convergence.py)."""
 
 from experiments.benchmarks import gan_convergence
+from experiments.configs import pipeline_demo
+from xraygan_jax import pipeline
 
 
 def _point(kimg, fid, coarse=None):
@@ -41,3 +43,22 @@ def test_the_markdown_table_gives_the_last_point_the_best_ratio_and_coarse_diver
 def test_the_progress_line_names_the_coarse_diversity():
     line = gan_convergence.format_point(_point(2.0, 320.0, 0.125))
     assert line.endswith("A FID  320.0 ( 8.0x floor) recall 0.00 diversity 0.50 (coarse 0.125)")
+
+
+def test_the_demo_arm_is_the_main_jobs_gan_without_mode_seeking():
+    """Runs named `demo` were made before the main job took the mode-seeking term; the arm keeps
+    that recipe, and `--set` gives today's main job's GAN."""
+    main_job = pipeline.gan_config(pipeline_demo.get_config())
+    assert main_job.train.mode_seeking > 0
+    demo = gan_convergence.arm_config("demo", "phantom600", 0)
+    assert (demo.train.mode_seeking, demo.train.mode_seeking_size) == (0.0, 0)
+    today = gan_convergence.arm_config(
+        "demo",
+        "phantom600",
+        0,
+        ("train.mode_seeking=0.1", "train.mode_seeking_size=16"),
+    )
+    for section in ("model", "optim", "train"):
+        for key, value in main_job[section].items():
+            if key not in ("tensorboard", "seed"):
+                assert today[section][key] == value, f"{section}.{key}"
